@@ -1,0 +1,19 @@
+"""Evaluate a checkpoint on its test split: ``sigmoidf1-eval ckpt_path=...``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from sigmoidf1 import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from sigmoidf1.pipeline import evaluate  # heavy imports stay off the `--help` path
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""``MultilabelClassifier``: any backbone + a linear head, trained with any registered loss.
+
+The model emits logits ``[batch, num_labels]``; the loss takes logits. Probabilities appear only in
+metrics, thresholding and prediction. The backbone and head are built in ``setup()`` from the
+DataModule (``backbone_inputs``, ``label_names``), so configs never state ``num_labels``; ``build()``
+does the same by hand (evaluation, prediction, tests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from sigmoidf1.backbones import build_backbone
+from sigmoidf1.metrics import build_metrics, shift_to_threshold
+
+CHECKPOINT_KEY = "sigmoidf1"
+STAGES = ("train", "val", "test")
+
+
+class MultilabelClassifier(L.LightningModule):
+    """Backbone + linear head for multilabel classification.
+
+    Args:
+        backbone: an ``nn.Module`` with ``out_features``, or a factory (Hydra ``_partial_``) that
+            ``build_backbone`` completes with the DataModule's ``backbone_inputs``.
+        loss: ``loss(logits, targets) -> scalar`` (see ``sigmoidf1.losses``).
+        optimizer: factory ``optimizer(params) -> torch.optim.Optimizer`` (Hydra ``_partial_``).
+        scheduler: optional factory ``scheduler(optimizer) -> LRScheduler``.
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+        threshold: initial decision threshold for every label (tuned per label by a callback).
+        ap_thresholds: ``None`` for exact average precision, an int for binned (constant memory).
+        run_config: the resolved run config, stored in checkpoints so that eval/predict can rebuild.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module | Callable[..., nn.Module],
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        threshold: float = 0.5,
+        ap_thresholds: int | None = None,
+        run_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.backbone_factory = backbone
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.initial_threshold = threshold
+        self.ap_thresholds = ap_thresholds
+        self.run_config = run_config or {}
+        self.label_names: list[str] = []
+        self.backbone_inputs: dict[str, Any] = {}
+        self.backbone: nn.Module | None = None
+        self.head: nn.Linear | None = None
+
+    # --- construction ---------------------------------------------------------------------------
+    @property
+    def is_built(self) -> bool:
+        return self.head is not None
+
+    def build(self, backbone_inputs: dict[str, Any], label_names: Sequence[str]) -> None:
+        """Create backbone, head (``out_features -> len(label_names)``), thresholds and metrics."""
+        if not label_names:
+            raise ValueError("the dataset has no labels: cannot build a multilabel classifier")
+        self.label_names = list(label_names)
+        self.backbone_inputs = dict(backbone_inputs)
+        factory = self.backbone_factory
+        self.backbone = factory if isinstance(factory, nn.Module) else build_backbone(factory, backbone_inputs)
+        self.head = nn.Linear(self.backbone.out_features, len(self.label_names))
+        self.register_buffer(
+            "thresholds", torch.full((len(self.label_names),), float(self.initial_threshold))
+        )
+        for stage in STAGES:
+            metrics = build_metrics(len(self.label_names), f"{stage}/", self.ap_thresholds)
+            setattr(self, f"{stage}_metrics", metrics)
+
+    def setup(self, stage: str) -> None:
+        if not self.is_built:
+            datamodule = self.trainer.datamodule
+            self.build(datamodule.backbone_inputs, datamodule.label_names)
+
+    # --- forward and steps ----------------------------------------------------------------------
+    def forward(self, inputs: Tensor | dict[str, Tensor]) -> Tensor:
+        """``inputs -> logits [batch, num_labels]``."""
+        return self.head(self.backbone(inputs))
+
+    def predict_proba(self, logits: Tensor) -> Tensor:
+        """Threshold-shifted probabilities: ``>= 0.5`` exactly where ``sigmoid(logits) >= thresholds``."""
+        return shift_to_threshold(logits, self.thresholds)
+
+    def _step(self, batch: tuple[Any, Tensor], stage: str) -> Tensor:
+        inputs, targets = batch
+        logits = self(inputs)
+        loss = self.loss_fn(logits, targets)
+        if stage == "train" and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}: "
+                "stopping before a NaN checkpoint is written (lower the learning rate, check the inputs)"
+            )
+        batch_size = targets.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
+                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(self.predict_proba(logits.detach()), targets.int())
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.sigmoid(self(inputs).float())
+
+    # --- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.scheduler_interval,
+                "monitor": "val/f1_macro",
+            },
+        }
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what rebuilding needs, as plain data (loadable with ``weights_only=True``)."""
+        checkpoint[CHECKPOINT_KEY] = {
+            "label_names": list(self.label_names),
+            "backbone_inputs": _plain(self.backbone_inputs),
+            "config": self.run_config,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.is_built:
+            stored = checkpoint.get(CHECKPOINT_KEY)
+            if stored is None:
+                raise ValueError("checkpoint was not written by sigmoidf1 (no 'sigmoidf1' entry)")
+            self.build(stored["backbone_inputs"], stored["label_names"])
+
+
+def _plain(value: Any) -> Any:
+    """Reduce numpy/torch scalars in nested containers to Python values for safe checkpoints."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

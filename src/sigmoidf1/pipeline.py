@@ -1,0 +1,122 @@
+"""What the entry points do: build everything from the config, fit, test, evaluate.
+
+``train.py`` and ``eval.py`` are thin Hydra wrappers around ``train`` and ``evaluate`` so that
+``sigmoidf1-train --help`` stays fast (no torch import on that path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
+from sigmoidf1.utils.config import apply_extras
+from sigmoidf1.utils.instantiate import instantiate_dict
+from sigmoidf1.utils.logging import get_logger
+from sigmoidf1.utils.results import print_metrics_table, scalar_metrics, write_json
+
+log = get_logger(__name__)
+
+TEST_METRICS_FILE = "test_metrics.json"
+
+
+def build_model(cfg: DictConfig) -> MultilabelClassifier:
+    """Instantiate ``cfg.model`` with ``cfg.loss``; the config is stored for checkpoints."""
+    loss = hydra.utils.instantiate(cfg.loss)
+    model = hydra.utils.instantiate(cfg.model, loss=loss)
+    # set after instantiation: passed as an argument, its `_target_`s would be instantiated too
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return model
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    loggers = instantiate_dict(cfg.get("logger"))
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; return the validation and test metrics.
+
+    Writes ``<run dir>/test_metrics.json`` and logs the run directory as its last line.
+    """
+    apply_extras(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    log.info(f"Instantiating data <{cfg.data._target_}>")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    log.info(f"Instantiating model <{cfg.model._target_}> with loss '{cfg.loss.get('name')}'")
+    model = build_model(cfg)
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(model.run_config)
+
+    if cfg.get("train", True):
+        log.info("Starting training")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = scalar_metrics(trainer.callback_metrics, "val/")
+
+    if cfg.get("test", True):
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        if not best:
+            log.warning("No best checkpoint (checkpointing off or fast_dev_run): testing current weights")
+        log.info(f"Testing {best or 'the current weights'}")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        test_metrics = scalar_metrics(trainer.callback_metrics, "test/")
+        write_json(test_metrics, output_dir / TEST_METRICS_FILE)
+        print_metrics_table(test_metrics, title="Test metrics")
+        metrics |= test_metrics
+
+    log.info(f"Run directory: {output_dir}")
+    return metrics
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a sigmoidf1 checkpoint safely (``weights_only=True``: no arbitrary unpickling).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it is
+    truncated, foreign, or carries pickled objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for bad files
+        raise ValueError(
+            f"cannot load checkpoint {path}: it is truncated, not a torch checkpoint, or holds "
+            f"pickled objects that safe loading refuses ({type(error).__name__})"
+        ) from error
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        raise ValueError(f"{path} is not a sigmoidf1 checkpoint (no '{CHECKPOINT_KEY}' entry)")
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint with the data/model config stored inside it; write ``test_metrics.json``."""
+    apply_extras(cfg)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    stored = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
+    data_cfg = OmegaConf.merge(stored.data, cfg.get("data") or {})
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = hydra.utils.instantiate(data_cfg)
+    model = build_model(stored)
+    trainer = build_trainer(cfg)
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path), weights_only=True,
+                 verbose=False)
+    metrics = scalar_metrics(trainer.callback_metrics, "test/")
+    output_dir = Path(cfg.paths.output_dir)
+    write_json(metrics, output_dir / TEST_METRICS_FILE)
+    print_metrics_table(metrics, title=f"Test metrics of {cfg.ckpt_path}")
+    log.info(f"Run directory: {output_dir}")
+    return metrics

@@ -1,0 +1,21 @@
+"""Train and test a model: ``sigmoidf1-train [overrides]`` (= ``python -m sigmoidf1.train``)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from sigmoidf1 import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Return the optimised metric so that Hydra sweepers (Optuna) can use it."""
+    from sigmoidf1.pipeline import train  # heavy imports stay off the `--help` path
+
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

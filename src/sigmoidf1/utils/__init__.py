@@ -1,0 +1,1 @@
+"""Helpers of the entry points: instantiation, rank-zero logging, config printing, results."""

@@ -1,0 +1,67 @@
+"""Config side jobs run before training: warnings, printing and saving the resolved config."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import rich
+import rich.syntax
+import rich.tree
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from sigmoidf1.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+# Printed first, in this order; other top-level keys follow.
+PRINT_ORDER = ("data", "model", "loss", "callbacks", "logger", "trainer", "paths", "extras")
+
+# Messages that are noise for the in-memory datasets of this template.
+_HARMLESS_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*The number of training batches.*is smaller than the logging interval.*",
+    r".*Checkpoint directory.*exists and is not empty.*",
+    r".*isinstance\(treespec, LeafSpec\).*is deprecated.*",
+)
+
+
+def route_lightning_logs_through_root() -> None:
+    """Drop Lightning's own console handlers so its messages appear once, in Hydra's format, and
+    reach the run's log file (Lightning installs handlers that would print every line twice)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def apply_extras(cfg: DictConfig) -> None:
+    """Apply ``cfg.extras``: silence harmless warnings, print and save the config tree."""
+    route_lightning_logs_through_root()
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        for pattern in _HARMLESS_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+    if extras.get("print_config"):
+        print_config_tree(cfg, save_to=Path(cfg.paths.output_dir) / "config_tree.log")
+
+
+@rank_zero_only
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
+    """Print the resolved config as a rich tree (rank zero) and optionally save it as text."""
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in PRINT_ORDER if k in cfg] + [k for k in cfg if k not in PRINT_ORDER]
+    for key in keys:
+        branch = tree.add(key, style="bold", guide_style="dim")
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
+    rich.print(tree)
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        with open(save_to, "w") as handle:
+            rich.print(tree, file=handle)

@@ -1,0 +1,49 @@
+"""Shared fixtures: run the real CLI in a subprocess, with every output under a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+# Keep test runs quiet and fast: no rich progress bar, no config tree.
+QUIET = ["extras.print_config=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m sigmoidf1.<module> overrides...`` with outputs under ``cwd``."""
+    command = [sys.executable, "-m", f"sigmoidf1.{module}", *overrides]
+    full_env = {**os.environ, "SIGMOIDF1_ROOT": str(cwd), "PYTHONWARNINGS": "ignore", **(env or {})}
+    result = subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+            f"\n--- stderr\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def run_dir_from_output(result: subprocess.CompletedProcess) -> Path:
+    """The run directory named on the last 'Run directory:' line a command logged."""
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "Run directory:" in line]
+    assert lines, f"no 'Run directory:' line in the output:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return Path(lines[-1].split("Run directory:")[-1].strip())
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty project root for one CLI run (logs/ and data/ land here)."""
+    return tmp_path

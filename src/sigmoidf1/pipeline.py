@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
+from sigmoidf1.utils.distributed import one_job_per_launch
 from sigmoidf1.utils.instantiate import instantiate_dict
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.results import print_metrics_table, scalar_metrics, write_json
@@ -40,6 +41,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+@one_job_per_launch
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the validation and test metrics.
 
@@ -100,6 +102,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+@one_job_per_launch
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint with the data/model config stored inside it; write ``test_metrics.json``."""
     apply_extras(cfg)

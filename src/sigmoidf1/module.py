@@ -112,8 +112,10 @@ class MultilabelClassifier(L.LightningModule):
                 "stopping before a NaN checkpoint is written (lower the learning rate, check the inputs)"
             )
         batch_size = targets.shape[0]
+        # sync_dist: the epoch value is the mean over all ranks' examples (a per-step scalar
+        # all-reduce in training; once per epoch in validation and test)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+                 prog_bar=True, batch_size=batch_size, sync_dist=True)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(self.predict_proba(logits.detach()), targets.int())
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)

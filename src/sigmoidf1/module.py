@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from sigmoidf1.backbones import build_backbone
 from sigmoidf1.metrics import build_metrics, shift_to_threshold
@@ -87,6 +88,9 @@ class MultilabelClassifier(L.LightningModule):
         for stage in STAGES:
             metrics = build_metrics(len(self.label_names), f"{stage}/", self.ap_thresholds)
             setattr(self, f"{stage}_metrics", metrics)
+            # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean
+            # truncates the averaged batch size to an integer when ranks' batches differ in size)
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
 
     def setup(self, stage: str) -> None:
         if not self.is_built:
@@ -112,10 +116,9 @@ class MultilabelClassifier(L.LightningModule):
                 "stopping before a NaN checkpoint is written (lower the learning rate, check the inputs)"
             )
         batch_size = targets.shape[0]
-        # sync_dist: the epoch value is the mean over all ranks' examples (a per-step scalar
-        # all-reduce in training; once per epoch in validation and test)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch_size, sync_dist=True)
+        loss_mean = getattr(self, f"{stage}_loss")
+        loss_mean(loss.detach(), batch_size)  # the step value (this rank's) and the epoch state
+        self.log(f"{stage}/loss", loss_mean, on_step=stage == "train", on_epoch=True, prog_bar=True)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(self.predict_proba(logits.detach()), targets.int())
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)

@@ -17,7 +17,10 @@ ways, which ``one_job_per_launch`` fixes around each job:
 
 With a single run the relaunch is already right (Hydra's ``${now:...}`` is cached, so the appended
 run dir is rank 0's); pinning ``hydra.run.dir`` to the output directory makes that explicit.
-Processes started by torchrun or SLURM do not go through this path (see README, "Scaling out").
+
+Processes started by torchrun or srun do not go through Lightning's relaunch: each resolves its own
+``${now:...}`` and would write into a directory of its own, so a shared ``hydra.run.dir=...`` is
+required there (``check_shared_run_dir``; README, "Scaling out").
 """
 
 from __future__ import annotations
@@ -65,6 +68,28 @@ def single_job_argv(
     return command + list(task_overrides)
 
 
+def externally_launched_ranks() -> int:
+    """How many processes torchrun or srun started for this run (1 when neither did)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    if "SLURM_PROCID" in os.environ and "SLURM_STEP_ID" in os.environ:  # a task started by srun
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    return 1
+
+
+def check_shared_run_dir(hydra_overrides: list[str]) -> None:
+    """Raise ``ValueError`` when torchrun/srun started several processes of a single run without
+    an explicit ``hydra.run.dir`` (each would time-stamp a run directory of its own)."""
+    ranks = externally_launched_ranks()
+    if ranks > 1 and not any(o.startswith("hydra.run.dir=") for o in hydra_overrides):
+        raise ValueError(
+            f"{ranks} processes were started by torchrun/srun, and each would create its own run "
+            "directory: pass one shared directory, e.g. "
+            "hydra.run.dir=logs/train/runs/$(date +%Y-%m-%d_%H-%M-%S) (torchrun) or "
+            "hydra.run.dir=logs/train/runs/${SLURM_JOB_ID} (srun)"
+        )
+
+
 @contextmanager
 def relaunch_this_job() -> Iterator[None]:
     """Within the block, a Lightning relaunch of ``sys.argv`` re-runs the current Hydra job only."""
@@ -72,6 +97,8 @@ def relaunch_this_job() -> Iterator[None]:
         yield
         return
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.RUN:
+        check_shared_run_dir(list(hydra_cfg.overrides.hydra))
     saved_argv, saved_env = list(sys.argv), {k: os.environ.get(k) for k in LAUNCHER_ENV}
     saved_run_dir = OmegaConf.to_container(hydra_cfg.run, resolve=False)["dir"]
     if hydra_cfg.mode == RunMode.MULTIRUN:

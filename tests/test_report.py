@@ -210,3 +210,18 @@ def test_cli_run_writes_a_report_that_matches_the_test_metrics(workdir):
         k = int(c["labels_per_example"])
         assert int(c["examples_true"]) == int((targets.sum(1) == k).sum())
         assert int(c["examples_predicted"]) == int((decisions.sum(1) == k).sum())
+
+
+@pytest.mark.slow
+def test_ddp_report_holds_each_test_example_once_in_dataset_order(workdir):
+    """2 processes: 483 test examples are padded to 484 by the sampler; the report has 483."""
+    result = run_cli("train", "trainer=ddp_cpu", "trainer.max_epochs=1", *QUIET, cwd=workdir)
+    run_dir = run_dir_from_output(result)
+    output = result.stdout + result.stderr
+    assert output.count("Per-label report:") == 1  # written on rank zero only
+    from sigmoidf1.data import YeastDataModule
+
+    datamodule = YeastDataModule(seed=42)
+    datamodule.setup()
+    saved = np.load(run_dir / "report" / "predictions.npz")
+    np.testing.assert_array_equal(saved["targets"], datamodule.test_set.tensors[1].numpy())

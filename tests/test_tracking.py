@@ -190,6 +190,7 @@ def offline_run_dirs(run_dir: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_wandb_offline_run_holds_config_metrics_report_and_resumes(workdir, no_wandb_credentials):
+    pytest.importorskip("wandb")
     from tests.wandb_offline import read_offline_run
 
     result = run_cli(
@@ -245,6 +246,8 @@ def test_wandb_offline_run_holds_config_metrics_report_and_resumes(workdir, no_w
 
 @pytest.mark.slow
 def test_tensorboard_and_mlflow_write_their_files(workdir):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     result = run_cli(
@@ -277,6 +280,8 @@ def test_tensorboard_and_mlflow_write_their_files(workdir):
 
 @pytest.mark.slow
 def test_optuna_sweep_runs_two_trials_each_in_its_own_wandb_run(workdir, monkeypatch):
+    pytest.importorskip("wandb")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     monkeypatch.setenv("WANDB_MODE", "offline")
     from tests.wandb_offline import read_offline_run
 

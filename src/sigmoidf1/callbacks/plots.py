@@ -46,8 +46,9 @@ def f1_bar_chart(
     ax = fig.add_subplot()
     y = np.arange(num_labels)
     ax.barh(y, f1[order], color="#4C72B0", height=0.7, label="F1")
-    ax.scatter(precision[order], y, marker="|", s=120, color="#DD8452", zorder=3, label="precision")
-    ax.scatter(recall[order], y, marker="x", s=30, color="#2A9D55", zorder=3, label="recall")
+    marks = {"zorder": 3, "clip_on": False}  # a score of exactly 1 stays visible on the frame
+    ax.scatter(precision[order], y, marker="|", s=120, color="#DD8452", label="precision", **marks)
+    ax.scatter(recall[order], y, marker="x", s=30, color="#2A9D55", label="recall", **marks)
     macro = float(np.mean(f1)) if num_labels else 0.0
     ax.axvline(macro, color="black", linestyle="--", linewidth=1, label=f"macro F1 {macro:.3f}")
     ax.set_yticks(y, [f"{label_names[i]}  (n={int(support[i])})" for i in order])

@@ -22,6 +22,7 @@ from sigmoidf1.utils.wandb_run import (
 )
 from tests.conftest import QUIET, REPO_ROOT, read_json, run_cli, run_dir_from_output
 from tests.test_configs import compose_train
+from tests.test_report import check_report_of_a_yeast_run
 
 OFFLINE_LINE = "W&B: no API key found"
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, the format of a W&B key
@@ -245,16 +246,18 @@ def test_wandb_offline_run_holds_config_metrics_report_and_resumes(workdir, no_w
 
 
 @pytest.mark.slow
-def test_tensorboard_and_mlflow_write_their_files(workdir):
+def test_csv_tensorboard_and_mlflow_write_their_files_and_the_report(workdir):
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     result = run_cli(
-        "train", "logger=[tensorboard,mlflow]", "trainer.max_epochs=2", *QUIET, cwd=workdir
+        "train", "logger=[csv,tensorboard,mlflow]", "trainer.max_epochs=2", *QUIET, cwd=workdir
     )
     run_dir = run_dir_from_output(result)
     test_metrics = read_json(run_dir / "test_metrics.json")
+    check_report_of_a_yeast_run(run_dir)  # the same report files whatever the logger
+    assert (run_dir / "metrics.csv").stat().st_size > 0 and (run_dir / "hparams.yaml").is_file()
 
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0}).Reload()
     (scalar,) = events.Scalars("test/f1_macro")
@@ -307,4 +310,4 @@ def test_optuna_sweep_runs_two_trials_each_in_its_own_wandb_run(workdir, monkeyp
     assert results["best_params"]["model.optimizer.lr"] == pytest.approx(
         best["model"]["optimizer"]["lr"]
     )
-    assert "Run directory:" in result.stderr
+    assert result.stdout.count("Run directory:") == 2

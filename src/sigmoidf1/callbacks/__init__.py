@@ -1,0 +1,1 @@
+"""Lightning callbacks: the per-label test report, and the W&B run id stored in checkpoints."""

@@ -41,6 +41,15 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bo
     for key in ("images", "annotations", "categories"):
         if key not in content:
             raise ValueError(f"{annotation_file}: no '{key}' entry (not a COCO instances file?)")
+    try:
+        return _multi_hot(content, annotation_file, image_dir, keep_empty)
+    except KeyError as error:
+        raise ValueError(f"{annotation_file}: an entry lacks the key {error} (not a COCO instances file?)") from None
+
+
+def _multi_hot(content: dict, annotation_file: Path, image_dir: Path, keep_empty: bool
+               ) -> tuple[list[Path], np.ndarray, list[str], list[int]]:
+    """``read_coco`` on the parsed JSON (a missing key surfaces as ``KeyError``)."""
     categories = sorted(content["categories"], key=lambda c: c["id"])
     ids = [int(c["id"]) for c in categories]
     column = {cid: i for i, cid in enumerate(ids)}

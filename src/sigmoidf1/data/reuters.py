@@ -20,8 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.download import download, verify_integrity
 from sigmoidf1.data.labels import multi_hot
@@ -132,6 +130,8 @@ class ReutersDataModule(TextDataModule):
             download(self.url, self.archive_path, self.integrity)
 
     def _load(self) -> None:
+        if not self.archive_path.is_file():
+            raise FileNotFoundError(f"Reuters archive not found: {self.archive_path} (prepare_data downloads it)")
         if self.integrity:
             verify_integrity(self.archive_path, self.integrity)
         texts, topics, self.label_names = modapte_split(read_reuters_archive(self.archive_path), self.cutoff)
@@ -147,4 +147,4 @@ class ReutersDataModule(TextDataModule):
             "test": topics["test"],
         }
         targets = {split: multi_hot(split_topics[split], self.label_names)[0] for split in split_texts}
-        self._build_splits(split_texts, {k: np.asarray(v) for k, v in targets.items()})
+        self._build_splits(split_texts, targets)

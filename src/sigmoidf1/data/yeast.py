@@ -123,10 +123,10 @@ class YeastDataModule(MultilabelDataModule):
 
         Items: ``float32 [103]``.
         """
+        if self.standardize and self.mean is None:
+            raise RuntimeError("YeastDataModule: call setup() or load_state_dict() first")
         features = read_feature_rows(path, FEATURE_NAMES)
         if self.standardize:
-            if self.mean is None:
-                raise RuntimeError("YeastDataModule: call setup() or load_state_dict() first")
             features = (features - self.mean) / self.std
         return TensorInputs(torch.from_numpy(features.astype(np.float32)))
 

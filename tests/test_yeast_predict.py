@@ -1,0 +1,75 @@
+"""Yeast prediction inputs: feature rows from a user file, standardised with the stored statistics."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from sigmoidf1.data import YeastDataModule
+from sigmoidf1.data.yeast import FEATURE_NAMES
+
+
+@pytest.fixture(scope="module")
+def trained() -> YeastDataModule:
+    dm = YeastDataModule(seed=0)
+    dm.setup("fit")
+    return dm
+
+
+def restored_from(dm: YeastDataModule, tmp_path) -> YeastDataModule:
+    torch.save(dm.state_dict(), tmp_path / "state.pt")
+    fresh = YeastDataModule()
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    return fresh
+
+
+def raw_test_rows(dm: YeastDataModule) -> np.ndarray:
+    """The test split's features before standardisation."""
+    return dm.test_set.tensors[0].numpy() * np.asarray(dm.std) + np.asarray(dm.mean)
+
+
+def test_named_columns_in_any_order_reproduce_the_training_inputs(trained, tmp_path):
+    rows = raw_test_rows(trained)[:5]
+    order = list(reversed(FEATURE_NAMES))
+    path = tmp_path / "rows.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["gene", *order])
+        for i, row in enumerate(rows):
+            values = dict(zip(FEATURE_NAMES, row, strict=True))
+            writer.writerow([f"g{i}", *(repr(float(values[name])) for name in order)])
+    dataset = restored_from(trained, tmp_path).predict_dataset(str(path))
+    batch = next(iter(DataLoader(dataset, batch_size=5)))
+    assert batch.shape == (5, 103) and batch.dtype == torch.float32
+    assert torch.allclose(batch, trained.test_set.tensors[0][:5], atol=1e-4)
+
+
+def test_unnamed_numeric_columns_after_an_id_column(trained, tmp_path):
+    rows = raw_test_rows(trained)[:3]
+    path = tmp_path / "rows.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        for i, row in enumerate(rows):
+            record = {"id": f"gene-{i}"} | {f"f{j}": float(v) for j, v in enumerate(row)} | {"note": "x"}
+            handle.write(json.dumps(record) + "\n")
+    items = list(restored_from(trained, tmp_path).predict_dataset(str(path)))
+    assert len(items) == 3 and torch.allclose(torch.stack(items), trained.test_set.tensors[0][:3], atol=1e-4)
+
+
+def test_bad_feature_files_are_reported(trained, tmp_path):
+    header = ",".join(FEATURE_NAMES)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "\n" + ",".join(["0.1"] * 103) + "\n" + ",".join(["0.1"] * 102 + ["inf"]) + "\n")
+    with pytest.raises(ValueError, match=r"bad.csv line 3: column 'Att103' is not a finite number"):
+        trained.predict_dataset(str(bad))
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_text("a,b,name\n1,2,x\n")
+    with pytest.raises(ValueError, match=r"narrow.csv: needs the columns Att1..Att103 or 103 numeric columns; found 2"):
+        trained.predict_dataset(str(narrow))
+    with pytest.raises(RuntimeError, match="load_state_dict"):
+        YeastDataModule().predict_dataset(str(bad))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from pathlib import Path
@@ -133,6 +134,19 @@ def test_image_predict_dataset_uses_the_stored_preprocessing(tmp_path):
     missing = write_text_file(tmp_path / "in" / "missing.jsonl", [{"image": "shirt.png"}, {"image": "nope.png"}])
     with pytest.raises(FileNotFoundError, match=r"missing.jsonl line 2: image not found: .*nope.png"):
         restored.predict_dataset(str(missing))
+
+
+def test_fashion_mnist_falls_back_to_torchvision(tmp_path):
+    """Without the Debian files, torchvision's FashionMNIST reads (or downloads) <data_dir>/fashion_mnist."""
+    raw = tmp_path / "data" / "fashion_mnist" / "FashionMNIST" / "raw"
+    write_fashion_mnist(tmp_path / "gz", n_train=30, n_test=20)
+    raw.mkdir(parents=True)
+    for gz in (tmp_path / "gz").glob("*.gz"):  # torchvision reads the uncompressed files
+        (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    source = load_fashion_mnist(tmp_path / "no_debian_files", tmp_path / "data", download=False)
+    assert source["train"][0].shape == (30, 28, 28) and source["test"][1].tolist() == [i % 10 for i in range(20)]
+    with pytest.raises(FileNotFoundError, match="nor downloadable into"):
+        load_fashion_mnist(tmp_path / "no_debian_files", tmp_path / "empty", download=False)
 
 
 @pytest.mark.skipif(not Path(DEBIAN_DIR).is_dir(), reason="apt-get install dataset-fashion-mnist")

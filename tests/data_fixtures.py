@@ -90,6 +90,7 @@ def text_rows(n: int = 60, seed: int = 0) -> list[dict]:
 
 def write_text_file(path: Path, rows: list[dict], separator: str = "|") -> Path:
     """CSV/TSV/JSONL, gzip when the name ends in .gz (labels joined by ``separator`` in CSV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.suffix == ".gz" else open
     stem = path.name[: -len(".gz")] if path.suffix == ".gz" else path.name
     with opener(path, "wt", newline="") as handle:

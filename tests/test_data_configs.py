@@ -77,7 +77,7 @@ def test_yeast_stays_the_default(tmp_path):
 def test_data_dir_comes_from_paths(tmp_path):
     for data in ("reuters", "multi_fashion_mnist", "csv_text"):
         cfg = compose_train([f"data={data}"], tmp_path)
-        assert cfg.data.data_dir == str(tmp_path / "data")
+        assert cfg.data.data_dir == cfg.paths.data_dir
 
 
 # --- instantiation from the configs (fixture data) ----------------------------------------------

@@ -25,7 +25,7 @@ def test_fast_dev_run(workdir):
 def test_train_then_eval_reproduces_test_metrics(workdir):
     result = run_cli("train", "trainer.max_epochs=4", *QUIET, cwd=workdir)
     run_dir = run_dir_from_output(result)
-    assert result.stderr.strip().splitlines()[-1].endswith(str(run_dir)), "run dir is not logged last"
+    assert result.stdout.strip().splitlines()[-1].endswith(str(run_dir)), "run dir is not logged last"
 
     # what the run directory holds
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()

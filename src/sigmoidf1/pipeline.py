@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
@@ -37,6 +38,8 @@ def build_model(cfg: DictConfig) -> MultilabelClassifier:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = instantiate_dict(cfg.get("callbacks"))
     loggers = instantiate_dict(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

@@ -3,6 +3,10 @@
 The file ships inside the ``river`` wheel (``river.datasets.Yeast().path``), so no network is used.
 Splits are random from ``seed``; features are standardised with the mean and standard deviation of
 the training split only, and those statistics travel in the checkpoint (``state_dict``).
+
+Prediction input (``sigmoidf1-predict input=FILE``): a CSV or JSONL file (gzip allowed) holding the
+feature columns by name, ``Att1`` ... ``Att103``, in any order; other columns (an id, the
+``Class*`` columns) are ignored.
 """
 
 from __future__ import annotations
@@ -11,12 +15,16 @@ import csv
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
 
 from sigmoidf1.data.base import MultilabelDataModule, split_indices
+from sigmoidf1.data.records import columns_preview, iter_records
+from sigmoidf1.utils.errors import DataError
 
 NUM_FEATURES = 103
 NUM_LABELS = 14
@@ -36,6 +44,8 @@ def read_yeast(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read the MULAN Yeast CSV: columns ``Att1..Att103`` then ``Class1..Class14`` (0/1).
 
     Returns ``features [n, 103] float32``, ``targets [n, 14] float32`` and the label names.
+    Raises ``FileNotFoundError`` naming a missing file and ``DataError`` naming the file and the
+    problem (missing columns, with the columns present; non-numeric or non-finite values).
     """
     path = Path(path)
     if not path.is_file():
@@ -43,17 +53,33 @@ def read_yeast(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as handle:
         rows = list(csv.reader(handle))
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
     header, body = rows[0], rows[1:]
     label_cols = [i for i, name in enumerate(header) if name.startswith("Class")]
     feature_cols = [i for i, name in enumerate(header) if name.startswith("Att")]
-    if not label_cols or not feature_cols:
-        raise ValueError(f"{path}: expected Att* and Class* columns, found {header[:5]}...")
-    table = np.asarray(body, dtype=np.float64)
+    if not label_cols:
+        raise DataError(
+            f"{path}: no label column (Yeast's are Class1..Class14: names starting with 'Class'); "
+            f"columns present: {columns_preview(header)}"
+        )
+    if not feature_cols:
+        raise DataError(
+            f"{path}: no feature column (Yeast's are Att1..Att103: names starting with 'Att'); "
+            f"columns present: {columns_preview(header)}"
+        )
+    if not body:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    try:
+        table = np.asarray(body, dtype=np.float64)
+    except ValueError as error:
+        raise DataError(f"{path}: every value must be a number and every row must have "
+                        f"{len(header)} columns ({error})") from None
     features = table[:, feature_cols].astype(np.float32)
     targets = table[:, label_cols].astype(np.float32)
     if not np.isfinite(features).all():
         bad = int(np.argwhere(~np.isfinite(features))[0, 0])
-        raise ValueError(f"{path}: non-finite feature value in data row {bad + 1}")
+        raise DataError(f"{path}: non-finite feature value in data row {bad + 1}")
     return features, targets, [header[i] for i in label_cols]
 
 
@@ -73,8 +99,10 @@ class YeastDataModule(MultilabelDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.standardize = standardize
+        self.feature_names: list[str] = [f"Att{i}" for i in range(1, NUM_FEATURES + 1)]
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        self._frozen = False  # True when the statistics come from a checkpoint (load_state_dict)
 
     def prepare_data(self) -> None:
         path = Path(self.path) if self.path else river_yeast_path()
@@ -82,13 +110,16 @@ class YeastDataModule(MultilabelDataModule):
             raise FileNotFoundError(f"Yeast data file not found: {path}")
 
     def _load(self) -> None:
-        features, targets, self.label_names = read_yeast(self.path or river_yeast_path())
+        path = self.path or river_yeast_path()
+        features, targets, self.label_names = read_yeast(path)
+        self.check_targets(targets, str(path))
         train, val, test = split_indices(
             len(features), self.val_fraction, self.test_fraction, self.seed
         )
         if self.standardize:
-            self.mean = features[train].mean(axis=0)
-            self.std = features[train].std(axis=0) + 1e-6
+            if not self._frozen:
+                self.mean = features[train].mean(axis=0)
+                self.std = features[train].std(axis=0) + 1e-6
             features = (features - self.mean) / self.std
         self.backbone_inputs = {"in_features": features.shape[1]}
 
@@ -97,9 +128,67 @@ class YeastDataModule(MultilabelDataModule):
 
         self.train_set, self.val_set, self.test_set = subset(train), subset(val), subset(test)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Preprocessing needed to apply a trained model to new rows (saved in checkpoints)."""
-        state = {"label_names": list(self.label_names)}
+        state = super().state_dict() | {"feature_names": list(self.feature_names)}
         if self.mean is not None:
             state |= {"mean": self.mean.tolist(), "std": self.std.tolist()}
         return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Adopt a checkpoint's statistics; data already loaded is standardised again with them."""
+        super().load_state_dict(state)
+        self.feature_names = list(state.get("feature_names") or self.feature_names)
+        if state.get("mean") is None:
+            return
+        mean = np.asarray(state["mean"], dtype=np.float32)
+        std = np.asarray(state["std"], dtype=np.float32)
+        changed = self.mean is None or not (np.array_equal(mean, self.mean)
+                                            and np.array_equal(std, self.std))
+        self.mean, self.std, self._frozen = mean, std, True
+        if changed and self.train_set is not None:
+            self.train_set = None
+            self.setup()
+
+    def predict_dataset(self, path: str) -> Dataset:
+        """Rows of ``path`` (CSV/JSONL, gzip allowed) with columns ``Att1..Att103`` by name,
+        standardised with the training statistics: items are ``x [103] float32``."""
+        records = iter_records(path)
+        rows: list[list[float]] = []
+        for number, record in enumerate(records, start=1):
+            if number == 1:
+                missing = [name for name in self.feature_names if name not in record]
+                if missing:
+                    raise DataError(
+                        f"{path}: missing feature column(s) {columns_preview(missing, 5)}; the model "
+                        f"needs {self.feature_names[0]}..{self.feature_names[-1]} by name; columns "
+                        f"present: {columns_preview(list(record))}"
+                    )
+            try:
+                rows.append([float(record[name]) for name in self.feature_names])
+            except (TypeError, ValueError, KeyError) as error:
+                raise DataError(f"{path}, row {number}: every feature must be a number ({error})") from None
+        if not rows:
+            raise DataError(f"{path}: no rows to predict")
+        features = np.asarray(rows, dtype=np.float32)
+        if not np.isfinite(features).all():
+            bad = int(np.argwhere(~np.isfinite(features))[0, 0])
+            raise DataError(f"{path}: non-finite feature value in row {bad + 1}")
+        if self.standardize:
+            if self.mean is None:
+                raise RuntimeError("predict_dataset needs the training statistics: load_state_dict first")
+            features = (features - self.mean) / self.std
+        return Rows(torch.from_numpy(features))
+
+
+class Rows(Dataset):
+    """A tensor ``[n, ...]`` as a dataset of its rows (model inputs without targets)."""
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+
+    def __len__(self) -> int:
+        return len(self.tensor)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.tensor[index]

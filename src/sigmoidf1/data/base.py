@@ -11,6 +11,15 @@ After ``setup()`` it exposes:
 ``batch_size`` is the **global** batch size: under a distributed strategy each process loads
 ``batch_size // world_size`` examples, so a config means the same optimisation whatever the number
 of devices.
+
+Checkpoints and prediction: ``state_dict()`` returns the preprocessing learned from the training
+data as plain data (lists, numbers, strings: loadable with ``weights_only=True``); Lightning stores
+it in every checkpoint under the class name and calls ``load_state_dict`` on resume and evaluation.
+``predict_dataset(path)`` reads a CSV/JSONL file of new inputs and applies that preprocessing, which
+is how ``sigmoidf1-predict`` turns rows into model inputs.
+
+The training loader is a ``ResumableDataLoader``: its order depends only on ``(seed, epoch)`` and
+a run resumed from a mid-epoch checkpoint skips the batches it already trained on.
 """
 
 from __future__ import annotations
@@ -19,7 +28,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
+
+from sigmoidf1.data.resumable import ResumableDataLoader
+from sigmoidf1.utils.errors import ConfigError, DataError
 
 
 class MultilabelDataModule(L.LightningDataModule):
@@ -62,13 +75,61 @@ class MultilabelDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self._load()
+            if not self.label_names:
+                raise DataError(
+                    f"{type(self).__name__}: the dataset has no labels (no label column, or every "
+                    "example has an empty label set): there is nothing to classify"
+                )
             for name in ("train_set", "val_set", "test_set"):
                 split = getattr(self, name)
                 if split is None or len(split) == 0:
-                    raise ValueError(f"{type(self).__name__}: the {name[:-4]} split is empty")
+                    raise DataError(f"{type(self).__name__}: the {name[:-4]} split is empty")
+            if self.batch_size > len(self.train_set):
+                raise ConfigError(
+                    f"data.batch_size={self.batch_size} is larger than the training split "
+                    f"({len(self.train_set)} examples): every epoch would be one partial batch; "
+                    f"use data.batch_size <= {len(self.train_set)}"
+                )
 
     def _load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # --- preprocessing state (checkpoints) and prediction ---------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Preprocessing learned from the training data, as plain data. Subclasses extend it."""
+        return {"label_names": list(self.label_names)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``; the label names must agree with data already loaded."""
+        names = list(state.get("label_names") or [])
+        if names and self.label_names and names != list(self.label_names):
+            raise DataError(
+                f"{type(self).__name__}: the checkpoint's labels {_preview(names)} differ from the "
+                f"data's labels {_preview(self.label_names)}"
+            )
+        if names:
+            self.label_names = names
+
+    def predict_dataset(self, path: str) -> Dataset:
+        """A dataset of model inputs (the training ``inputs`` format, no targets) read from
+        ``path``, a CSV or JSONL file (gzip allowed), preprocessed with the training state."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement predict_dataset(path): it cannot read new "
+            "inputs for sigmoidf1-predict (implement it next to _load)"
+        )
+
+    def predict_loader(self, dataset: Dataset, batch_size: int | None = None) -> DataLoader:
+        """Batches of ``predict_dataset`` items, in order, built like the evaluation loaders
+        (override when the collate function of the training loaders expects targets)."""
+        return self._loader(dataset, batch_size or self.eval_batch_size, shuffle=False)
+
+    def check_targets(self, targets: torch.Tensor | np.ndarray, source: str) -> None:
+        """Raise ``DataError`` when no training example has any label (a label-free dataset)."""
+        if targets.shape[-1] == 0 or float(targets.sum()) == 0.0:
+            raise DataError(
+                f"{source}: no example has any label (all {targets.shape[-1]} label columns are 0 "
+                f"in {len(targets)} rows): a label-free dataset cannot train a classifier"
+            )
 
     # --- loaders --------------------------------------------------------------------------------
     def _per_device(self, global_batch_size: int) -> int:
@@ -84,19 +145,24 @@ class MultilabelDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         batch_size = self._per_device(batch_size)
         if shuffle and self.drop_last and batch_size > len(dataset):
-            raise ValueError(
+            raise ConfigError(
                 f"batch size {batch_size} is larger than the training split ({len(dataset)} "
                 "examples) and drop_last is on: no batch would be produced"
             )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=self.drop_last and shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        kwargs = {
+            "batch_size": batch_size,
+            "drop_last": self.drop_last and shuffle,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+            # the loader's own generator: iterating never consumes the global random state
+            "generator": torch.Generator().manual_seed(self.seed or 0),
+        }
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if shuffle and world_size == 1:
+            return ResumableDataLoader(dataset, seed=self.seed, **kwargs)
+        # under DDP Lightning swaps in its DistributedSampler (shuffled by seed and epoch)
+        return DataLoader(dataset, shuffle=shuffle, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
@@ -106,6 +172,11 @@ class MultilabelDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"
 
 
 def split_indices(

@@ -2,50 +2,22 @@
 Unexpected errors (bugs) keep their traceback.
 
 A few cases run the CLI in a subprocess (the real exit code); the others call the same Hydra entry
-point in this process (``python -m sigmoidf1.train`` minus the interpreter start-up, which costs
-several seconds per case).
+point in this process (the ``cli`` fixture: ``python -m sigmoidf1.train`` minus the interpreter
+start-up, which costs several seconds per case).
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import importlib
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
 from sigmoidf1.data.yeast import river_yeast_path
 from tests.conftest import CONFIG_DIR, QUIET, run_cli
-
-
-@pytest.fixture
-def cli(workdir, monkeypatch, capsys):
-    """``cli("train", *overrides)``: run an entry point's ``main()`` in this process; returns a
-    ``CompletedProcess`` with the exit code and the captured output, like ``run_cli``."""
-
-    def run(module: str, *overrides: str) -> subprocess.CompletedProcess:
-        main = importlib.import_module(f"sigmoidf1.{module}").main
-        monkeypatch.setenv("SIGMOIDF1_ROOT", str(workdir))
-        monkeypatch.setattr(sys, "argv", [f"sigmoidf1-{module}", *overrides])
-        GlobalHydra.instance().clear()
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        finally:
-            GlobalHydra.instance().clear()
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(overrides, code, out, err)
-
-    return run
 
 
 def yeast_rows(n: int = 40) -> tuple[list[str], list[list[str]]]:

@@ -30,13 +30,14 @@ class SoftCounts(NamedTuple):
     """Soft confusion counts; ``[num_labels]`` tensors per label, or 0-d after ``pooled()``.
 
     ``tp = sum S*y``, ``pred = sum S`` (= tp + fp), ``pos = sum y`` (= tp + fn),
-    ``n`` = number of samples counted (0-d tensor; per label, so ``n * num_labels`` once pooled).
+    ``n`` = number of samples counted per label (a float, or a 0-d tensor after ``all_reduce``;
+    ``n * num_labels`` once pooled).
     """
 
     tp: Tensor
     pred: Tensor
     pos: Tensor
-    n: Tensor
+    n: float | Tensor
 
     @property
     def fp(self) -> Tensor:
@@ -57,7 +58,8 @@ class SoftCounts(NamedTuple):
     def all_reduce(self) -> SoftCounts:
         """Sum the counts over all ranks, with gradients (see ``distributed.py``)."""
         num_labels = self.tp.numel()
-        packed = torch.cat([self.tp, self.pred, self.pos, self.n.reshape(1).to(self.tp.dtype)])
+        n = torch.as_tensor(self.n, dtype=self.tp.dtype, device=self.tp.device).reshape(1)
+        packed = torch.cat([self.tp, self.pred, self.pos, n])
         tp, pred, pos, n = all_reduce_sum(packed).split([num_labels, num_labels, num_labels, 1])
         return SoftCounts(tp, pred, pos, n.reshape(()))
 
@@ -68,26 +70,33 @@ def compute_dtype(logits: Tensor) -> torch.dtype:
 
 
 class _SoftCountsFn(torch.autograd.Function):
-    """``(tp, pred) = ((S * y).sum(0), S.sum(0))`` with a fused backward.
+    """``(tp, pred) = ((S * y).sum(0), S.sum(0))`` with a fused, allocation-saving backward.
 
     Autograd on the plain expressions would materialise ``grad_tp * y``, add ``grad_pred`` in a
-    second pass and apply the sigmoid derivative in a third; here one ``addcmul`` and one
-    ``sigmoid_backward`` do it: ``dL/du = beta * S(1-S) * (grad_tp * y + grad_pred)``.
-    The result is identical to autograd's (tested with ``gradcheck``); double backward is not
-    supported.
+    second pass and apply the sigmoid derivative in a third, allocating a new ``[batch, labels]``
+    tensor each time. Here the backward is one ``addcmul`` and one in-place ``sigmoid_backward``::
+
+        dL/du = beta * S * (1 - S) * (grad_tp * y + grad_pred)
+
+    written into the forward's ``S * y`` scratch tensor (no longer needed once ``tp`` is summed).
+    The result equals autograd's on the plain expressions (tested with ``gradcheck``); double
+    backward is not supported.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor, beta: float, eta: float,
-                official_compat: bool) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, logits: Tensor, targets: Tensor, beta: float, eta: float, official_compat: bool
+    ) -> tuple[Tensor, Tensor]:
         probs = torch.sigmoid(logits) if official_compat else None
         z = probs if official_compat else logits
         if beta != 1.0 or eta != 0.0:
             z = (z + eta) * beta
         s = torch.sigmoid(z)
-        tp = (s * targets).sum(0)
+        scratch = s * targets
+        tp = scratch.sum(0)
         pred = s.sum(0)
         ctx.save_for_backward(s, targets, probs)
+        ctx.scratch = scratch
         ctx.beta = beta
         return tp, pred
 
@@ -96,14 +105,22 @@ class _SoftCountsFn(torch.autograd.Function):
     def backward(ctx, grad_tp: Tensor, grad_pred: Tensor):
         s, targets, probs = ctx.saved_tensors
         grad_logits = grad_targets = None
-        if ctx.needs_input_grad[0]:
-            # dL/dz = beta * S * (1 - S) * (grad_tp * y + grad_pred); beta folded into the vectors
-            grad_s = torch.addcmul(grad_pred * ctx.beta, targets, grad_tp * ctx.beta)
-            grad_logits = torch.ops.aten.sigmoid_backward(grad_s, s)
-            if probs is not None:  # official_compat: z = sigmoid(u), chain through it
-                grad_logits = torch.ops.aten.sigmoid_backward(grad_logits, probs)
         if ctx.needs_input_grad[1]:
             grad_targets = s * grad_tp
+        if ctx.needs_input_grad[0]:
+            # take the scratch buffer at most once: a second backward (retain_graph=True) must
+            # not overwrite the gradient handed out by the first
+            grad_logits, ctx.scratch = ctx.scratch, None
+            if grad_logits is None:
+                grad_logits = torch.empty_like(s)
+            # dL/dS = grad_tp * y + grad_pred, with beta (from dz/du) folded into the vectors
+            torch.addcmul(grad_pred * ctx.beta, targets, grad_tp * ctx.beta, out=grad_logits)
+            # times S * (1 - S), in place
+            torch.ops.aten.sigmoid_backward.grad_input(grad_logits, s, grad_input=grad_logits)
+            if probs is not None:  # official_compat: z = sigmoid(u), chain through it too
+                torch.ops.aten.sigmoid_backward.grad_input(
+                    grad_logits, probs, grad_input=grad_logits
+                )
         return grad_logits, grad_targets, None, None, None
 
 
@@ -126,15 +143,15 @@ def soft_counts(
         sync_dist: sum the counts over ranks (``None`` = auto); see ``distributed.py``.
 
     Returns:
-        ``SoftCounts(tp, pred, pos, n)`` with ``[num_labels]`` tensors and a 0-d ``n``.
+        ``SoftCounts(tp, pred, pos, n)`` with ``[num_labels]`` tensors and ``n`` the batch size
+        (summed over ranks when syncing).
     """
     dtype = compute_dtype(logits)
     logits = logits.to(dtype)
     targets = targets.to(dtype)
     tp, pred = _SoftCountsFn.apply(logits, targets, float(beta), float(eta), bool(official_compat))
     pos = targets.sum(0)
-    n = torch.tensor(float(logits.shape[0]), dtype=dtype, device=logits.device)
-    counts = SoftCounts(tp, pred, pos, n)
+    counts = SoftCounts(tp, pred, pos, float(logits.shape[0]))
     if should_sync(sync_dist):
         counts = counts.all_reduce()
     return counts

@@ -51,7 +51,8 @@ def check_non_negative(name: str, value: object, why: str = "") -> float:
 def check_beta(beta: object) -> float:
     """The slope of ``S(u) = sigmoid(beta * (u + eta))`` must be positive."""
     return check_positive(
-        "beta", beta,
+        "beta",
+        beta,
         "a negative beta inverts the predictions (S decreases as the logit grows) and "
         "beta = 0 makes S constant (0.5 everywhere, no gradient)",
     )
@@ -59,9 +60,7 @@ def check_beta(beta: object) -> float:
 
 def check_sync_dist(sync_dist: object) -> None:
     if sync_dist is not None and not isinstance(sync_dist, bool):
-        raise ValueError(
-            f"sync_dist must be True, False or None (auto), got {sync_dist!r}"
-        )
+        raise ValueError(f"sync_dist must be True, False or None (auto), got {sync_dist!r}")
 
 
 def check_bool(name: str, value: object) -> None:
@@ -95,12 +94,12 @@ def check_inputs(logits: Tensor, targets: Tensor, validate_targets: bool = True)
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
     if validate_targets and targets.dtype != torch.bool and targets.numel() > 0:
-        lo, hi = torch.aminmax(targets.sub(1).mul_(targets))
-        if lo != 0 or hi != 0:
-            bad = targets[(targets != 0) & (targets != 1)]
-            found = torch.unique(bad)[:10].tolist()
+        with torch.no_grad():
+            lo, hi = torch.aminmax(targets.sub(1).mul_(targets))
+        if lo.item() != 0 or hi.item() != 0:  # NaN != 0 too
+            values = torch.unique(targets[(targets != 0) & (targets != 1)].detach())
+            more = " ..." if values.numel() > 10 else ""
             raise ValueError(
-                "targets must be binary (0 or 1); found non-binary values "
-                f"{found}{' ...' if bad.unique().numel() > 10 else ''} "
-                "(pass validate_targets=False to skip this check)"
+                f"targets must be binary (0 or 1); found non-binary values "
+                f"{values[:10].tolist()}{more} (pass validate_targets=False to skip this check)"
             )

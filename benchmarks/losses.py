@@ -1,0 +1,172 @@
+"""Forward+backward time of every registered loss relative to BCE-with-logits, on CPU.
+
+    python benchmarks/losses.py                         # labels 100 1000 10000, batch 256
+    python benchmarks/losses.py --quick                 # fewer repeats, for a smoke run
+    python benchmarks/losses.py --labels 1000 --repeats 50 --json results.json
+
+For each label count, float32 logits ``[batch, labels]`` (requires_grad) and 10%-positive binary
+targets are made once. After a warm-up, every repeat times each loss once, round-robin (the
+order rotates between repeats), where one sample is ``inner`` iterations of
+``loss = fn(logits, targets); loss.backward()`` with ``inner`` chosen so that the reference takes
+about ``--min-sample-ms``. Reported: the median time per iteration and its ratio to the median of
+the reference ``torch.nn.functional.binary_cross_entropy_with_logits`` ("bce_ref", no input
+checks; the registered ``bce`` validates its inputs). Threads are left at torch's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
+
+from sigmoidf1.losses import available_losses, get_loss  # noqa: E402
+
+REFERENCE = "bce_ref"
+
+
+def time_once(fn: Callable, logits: torch.Tensor, targets: torch.Tensor, inner: int) -> float:
+    """Seconds per forward+backward, averaged over ``inner`` back-to-back iterations."""
+    start = time.perf_counter()
+    for _ in range(inner):
+        logits.grad = None
+        fn(logits, targets).backward()
+    return (time.perf_counter() - start) / inner
+
+
+def bench_labels(
+    losses: dict[str, Callable],
+    batch: int,
+    labels: int,
+    repeats: int,
+    warmup: int,
+    min_sample_s: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, labels, generator=generator).requires_grad_()
+    targets = (torch.rand(batch, labels, generator=generator) < 0.1).float()
+
+    for fn in losses.values():
+        for _ in range(warmup):
+            time_once(fn, logits, targets, 1)
+    reference_s = statistics.median(
+        time_once(losses[REFERENCE], logits, targets, 1) for _ in range(3)
+    )
+    inner = max(1, round(min_sample_s / max(reference_s, 1e-9)))
+
+    names = list(losses)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(time_once(losses[name], logits, targets, inner))
+
+    reference = statistics.median(samples[REFERENCE])
+    return {
+        name: {
+            "ms": 1e3 * statistics.median(times),
+            "ratio": statistics.median(times) / reference,
+            "inner": inner,
+            "repeats": repeats,
+        }
+        for name, times in samples.items()
+    }
+
+
+def print_table(results: dict[int, dict[str, dict[str, float]]], batch: int) -> None:
+    label_counts = list(results)
+    names = list(next(iter(results.values())))
+    title = f"fwd+bwd time relative to F.binary_cross_entropy_with_logits (batch {batch}, CPU fp32)"
+    cells = {
+        (name, n): f"{results[n][name]['ratio']:.2f}x ({results[n][name]['ms']:.3f} ms)"
+        for name in names
+        for n in label_counts
+    }
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        header = f"{'loss':<18}" + "".join(f"{f'{n} labels':>24}" for n in label_counts)
+        print(header)
+        print("-" * len(header))
+        for name in names:
+            print(f"{name:<18}" + "".join(f"{cells[name, n]:>24}" for n in label_counts))
+        return
+    table = Table(title=title)
+    table.add_column("loss")
+    for n in label_counts:
+        table.add_column(f"{n} labels", justify="right")
+    for name in names:
+        table.add_row(name, *(cells[name, n] for n in label_counts))
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--labels", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=None, help="default 30 (5 with --quick)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=None,
+        help="target duration of one timing sample (default 20, 5 with --quick)",
+    )
+    parser.add_argument(
+        "--losses", nargs="+", default=None, help="registered names to time (default: all)"
+    )
+    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (5 if args.quick else 30)
+    min_sample_ms = args.min_sample_ms or (5.0 if args.quick else 20.0)
+    warmup = 1 if args.quick else args.warmup
+
+    losses: dict[str, Callable] = {REFERENCE: F.binary_cross_entropy_with_logits}
+    for name in args.losses or available_losses():
+        losses[name] = get_loss(name)
+
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    results = {
+        n: bench_labels(losses, args.batch, n, repeats, warmup, min_sample_ms / 1e3, args.seed)
+        for n in args.labels
+    }
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print_table(results, args.batch)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} repeats; "
+        f"1-min load average {load_before:.2f} before, {load_after:.2f} after"
+    )
+    if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1):
+        print("warning: the machine was busy; other processes skew these timings")
+    report = {
+        "batch": args.batch,
+        "repeats": repeats,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "load_average": [load_before, load_after],
+        "results": {str(n): r for n, r in results.items()},
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

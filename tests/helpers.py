@@ -27,3 +27,15 @@ class WaitForSignalAtStep(L.Callback):
         deadline = time.monotonic() + self.timeout
         while not trainer.received_sigterm and time.monotonic() < deadline:
             time.sleep(0.05)  # signal handlers run in the main thread between these sleeps
+
+
+class CrashAtStep(L.Callback):
+    """Raise ``RuntimeError`` in the middle of the training step at global step ``step`` (after the
+    forward pass, before the backward pass): a crash that leaves the epoch half done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_backward(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated crash at step {self.step}")

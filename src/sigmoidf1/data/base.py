@@ -160,9 +160,17 @@ class MultilabelDataModule(L.LightningDataModule):
         }
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if shuffle and world_size == 1:
-            return ResumableDataLoader(dataset, seed=self.seed, **kwargs)
+            return ResumableDataLoader(dataset, seed=self.seed, position=self._batches_done, **kwargs)
         # under DDP Lightning swaps in its DistributedSampler (shuffled by seed and epoch)
         return DataLoader(dataset, shuffle=shuffle, **kwargs)
+
+    def _batches_done(self) -> int:
+        """Batches of the current training epoch already done: 0, except when a run resumes in
+        the middle of an epoch (Lightning's count, restored from the checkpoint)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

@@ -2,12 +2,14 @@
 
 ``EpochShuffleSampler`` draws epoch ``e``'s permutation from its own generator seeded with
 ``(seed, e)`` (Lightning calls ``set_epoch`` before every epoch), so the data order never depends on
-the global random state, which the model's dropout consumes. ``ResumableDataLoader`` counts the
-batches it has yielded in the current epoch and is *stateful* in Lightning's sense
-(``state_dict``/``load_state_dict``): Lightning stores that count in every checkpoint and, on resume
-in the middle of an epoch, the loader skips the batches already trained on (at the index level, so
-no skipped example is loaded). Together with the restored random states (``RestoreRandomState``)
-a run resumed from any checkpoint continues exactly as if it had not stopped.
+the global random state, which the model's dropout consumes. ``ResumableDataLoader`` starts each
+iteration after the batches of the epoch already trained on: under Lightning that number is the
+fit loop's own count (``position``), which it restores from the checkpoint and uses to decide where
+the epoch ends, so the two cannot disagree even for a checkpoint written in the middle of a step.
+Skipping happens at the index level: no skipped example is loaded. The loader is also *stateful* in
+Lightning's sense (``state_dict``/``load_state_dict``: the seed, the epoch and its own count), which
+tells Lightning that mid-epoch resumption is supported. Together with the restored random states
+(``RestoreRandomState``) a run resumed from a checkpoint continues exactly as if it had not stopped.
 
 Under a distributed strategy Lightning replaces the sampler with its ``DistributedSampler`` (also
 seeded by epoch); the base DataModule then uses a plain shuffled ``DataLoader`` instead.
@@ -15,7 +17,7 @@ seeded by epoch); the base DataModule then uses a plain shuffled ``DataLoader`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -56,16 +58,22 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` over an ``EpochShuffleSampler`` that records its position in the epoch.
+    """A ``DataLoader`` over an ``EpochShuffleSampler`` that can start in the middle of an epoch.
+
+    Args:
+        seed: seeds the order of every epoch; ``None`` draws one (replaced by a checkpoint's).
+        position: returns how many batches of the current epoch are already done, read when an
+            iteration starts (the DataModule passes Lightning's count). Without it, the count
+            restored by ``load_state_dict`` applies to the next iteration of the same epoch.
 
     ``state_dict() = {"seed", "epoch", "batches"}`` (plain ints: safe to load with
-    ``weights_only=True``). After ``load_state_dict``, the next iteration of the *same* epoch starts
-    after the recorded batches; an iteration of any other epoch starts at the beginning. The loader
+    ``weights_only=True``), ``batches`` being the number yielded in the current epoch. The loader
     seeds its own ``generator`` (the worker base seed) from ``(seed, epoch)`` as well, so iterating it
     never consumes the global random state.
     """
 
-    def __init__(self, dataset: Any, batch_size: int, seed: int | None, **kwargs: Any) -> None:
+    def __init__(self, dataset: Any, batch_size: int, seed: int | None,
+                 position: Callable[[], int] | None = None, **kwargs: Any) -> None:
         # seed=None (an unseeded run): a random seed, replaced by the checkpoint's on resume
         self._seed_given = seed is not None
         seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
@@ -73,14 +81,19 @@ class ResumableDataLoader(DataLoader):
         kwargs.setdefault("generator", torch.Generator())
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
         self.seed = seed
+        self.position = position
         self._batches = 0
         self._resume: dict[str, int] | None = None
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        # a generator: this body runs at the first next(), after Lightning has set the epoch
+        # and restored its progress counters
         sampler = self.sampler
         epoch = getattr(sampler, "epoch", 0)
         skip = 0
-        if self._resume is not None and self._resume["epoch"] == epoch:
+        if self.position is not None:
+            skip = int(self.position())
+        elif self._resume is not None and self._resume["epoch"] == epoch:
             skip = self._resume["batches"]
         self._resume = None
         if isinstance(sampler, EpochShuffleSampler):  # Lightning may have swapped it (overfit_batches)

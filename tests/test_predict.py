@@ -192,7 +192,8 @@ def test_image_checkpoint_predicts(workdir):
     with open(train, "w", newline="") as handle:
         csv.writer(handle).writerows([("image", "labels"), *rows])
     run_cli("train", *QUIET, "data=csv_image", f"data.path={train}", "data.batch_size=8",
-            "trainer.max_epochs=1", f"hydra.run.dir={workdir / 'run'}", cwd=workdir)
+            "data.image_size=16", "data.num_workers=0", "trainer.max_epochs=1",
+            f"hydra.run.dir={workdir / 'run'}", cwd=workdir)
 
     inputs = workdir / "new.csv"
     inputs.write_text("image\n" + "".join(f"images/{n}.png\n" for n in range(5)))

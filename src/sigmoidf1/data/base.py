@@ -29,6 +29,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sigmoidf1.data.resumable import ResumableDataLoader
@@ -84,12 +85,6 @@ class MultilabelDataModule(L.LightningDataModule):
                 split = getattr(self, name)
                 if split is None or len(split) == 0:
                     raise DataError(f"{type(self).__name__}: the {name[:-4]} split is empty")
-            if self.batch_size > len(self.train_set):
-                raise ConfigError(
-                    f"data.batch_size={self.batch_size} is larger than the training split "
-                    f"({len(self.train_set)} examples): every epoch would be one partial batch; "
-                    f"use data.batch_size <= {len(self.train_set)}"
-                )
 
     def _load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -104,8 +99,9 @@ class MultilabelDataModule(L.LightningDataModule):
         names = list(state.get("label_names") or [])
         if names and self.label_names and names != list(self.label_names):
             raise DataError(
-                f"{type(self).__name__}: the checkpoint's labels {_preview(names)} differ from the "
-                f"data's labels {_preview(self.label_names)}"
+                f"{type(self).__name__}: the checkpoint's {len(names)} labels differ from this "
+                f"dataset's {len(self.label_names)} labels ({_preview(names)} vs "
+                f"{_preview(self.label_names)}); was it trained on other data?"
             )
         if names:
             self.label_names = names
@@ -173,6 +169,12 @@ class MultilabelDataModule(L.LightningDataModule):
         return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
+        if self.batch_size > len(self.train_set):
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the training split "
+                f"({len(self.train_set)} examples): every epoch would be one partial batch; "
+                f"use data.batch_size <= {len(self.train_set)}"
+            )
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -180,6 +182,26 @@ class MultilabelDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+
+class TensorInputs(Dataset):
+    """Inputs without targets (prediction): item ``i`` is ``inputs[i]``."""
+
+    def __init__(self, inputs: Tensor) -> None:
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.inputs[index]
+
+
+def columns_preview(columns: list[str], limit: int = 12) -> str:
+    """``a, b, c, ... (N columns)``: a short listing for error messages."""
+    shown = ", ".join(map(str, columns[:limit]))
+    more = f", ... ({len(columns)} columns)" if len(columns) > limit else ""
+    return (shown + more) if columns else "(none)"
 
 
 def _preview(names: list[str], limit: int = 8) -> str:

@@ -4,9 +4,10 @@ The file ships inside the ``river`` wheel (``river.datasets.Yeast().path``), so 
 Splits are random from ``seed``; features are standardised with the mean and standard deviation of
 the training split only, and those statistics travel in the checkpoint (``state_dict``).
 
-Prediction input (``sigmoidf1-predict input=FILE``): a CSV or JSONL file (gzip allowed) holding the
-feature columns by name, ``Att1`` ... ``Att103``, in any order; other columns (an id, the
-``Class*`` columns) are ignored.
+Prediction input (``sigmoidf1-predict input=FILE``): a CSV/TSV or JSONL file (gzip allowed) holding
+the feature columns by name, ``Att1`` ... ``Att103``, in any order; other columns (an id, the
+``Class*`` columns) are ignored. Matching by name, not position, means a reordered or extended file
+cannot silently feed the wrong feature to the model.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from sigmoidf1.data.base import MultilabelDataModule, split_indices
-from sigmoidf1.data.records import columns_preview, iter_records
+from sigmoidf1.data.base import MultilabelDataModule, TensorInputs, columns_preview, split_indices
+from sigmoidf1.data.records import read_records
 from sigmoidf1.utils.errors import DataError
 
 NUM_FEATURES = 103
@@ -151,44 +151,27 @@ class YeastDataModule(MultilabelDataModule):
             self.setup()
 
     def predict_dataset(self, path: str) -> Dataset:
-        """Rows of ``path`` (CSV/JSONL, gzip allowed) with columns ``Att1..Att103`` by name,
+        """Rows of ``path`` (CSV/TSV/JSONL, gzip allowed) with columns ``Att1..Att103`` by name,
         standardised with the training statistics: items are ``x [103] float32``."""
-        records = iter_records(path)
-        rows: list[list[float]] = []
-        for number, record in enumerate(records, start=1):
-            if number == 1:
-                missing = [name for name in self.feature_names if name not in record]
-                if missing:
-                    raise DataError(
-                        f"{path}: missing feature column(s) {columns_preview(missing, 5)}; the model "
-                        f"needs {self.feature_names[0]}..{self.feature_names[-1]} by name; columns "
-                        f"present: {columns_preview(list(record))}"
-                    )
+        rows, lines, header = read_records(path)
+        missing = [name for name in self.feature_names if name not in header]
+        if missing:
+            raise DataError(
+                f"{path}: missing feature column(s) {columns_preview(missing, 5)}; the model needs "
+                f"{self.feature_names[0]}..{self.feature_names[-1]} by name; columns present: "
+                f"{columns_preview(header)}"
+            )
+        features = np.empty((len(rows), len(self.feature_names)), dtype=np.float32)
+        for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
             try:
-                rows.append([float(record[name]) for name in self.feature_names])
-            except (TypeError, ValueError, KeyError) as error:
-                raise DataError(f"{path}, row {number}: every feature must be a number ({error})") from None
-        if not rows:
-            raise DataError(f"{path}: no rows to predict")
-        features = np.asarray(rows, dtype=np.float32)
-        if not np.isfinite(features).all():
-            bad = int(np.argwhere(~np.isfinite(features))[0, 0])
-            raise DataError(f"{path}: non-finite feature value in row {bad + 1}")
+                features[i] = [float(row[name]) for name in self.feature_names]
+            except (KeyError, TypeError, ValueError) as error:
+                raise DataError(f"{path} line {line}: every feature must be a number ({error})") from None
+            if not np.isfinite(features[i]).all():
+                column = self.feature_names[int(np.argmin(np.isfinite(features[i])))]
+                raise DataError(f"{path} line {line}: non-finite value in column {column}")
         if self.standardize:
             if self.mean is None:
                 raise RuntimeError("predict_dataset needs the training statistics: load_state_dict first")
             features = (features - self.mean) / self.std
-        return Rows(torch.from_numpy(features))
-
-
-class Rows(Dataset):
-    """A tensor ``[n, ...]`` as a dataset of its rows (model inputs without targets)."""
-
-    def __init__(self, tensor: Tensor) -> None:
-        self.tensor = tensor
-
-    def __len__(self) -> int:
-        return len(self.tensor)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.tensor[index]
+        return TensorInputs(torch.from_numpy(features))

@@ -128,7 +128,7 @@ def test_interrupt_checkpoint_saves_only_resumable_states(tmp_path, exception, s
     progress = SimpleNamespace(current=SimpleNamespace(completed=step))
     trainer = _Trainer(state=SimpleNamespace(fn="fit"), global_step=step, current_epoch=0,
                        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
-                       saved=None)
+                       saved=None, world_size=1)
     callback.on_exception(trainer, torch.nn.Linear(2, 2), exception)
     assert (trainer.saved == callback.ckpt_path) is saved
 
@@ -141,6 +141,20 @@ def test_interrupt_checkpoint_refuses_non_finite_weights(tmp_path):
     progress = SimpleNamespace(current=SimpleNamespace(completed=3))
     trainer = _Trainer(state=SimpleNamespace(fn="fit"), global_step=3, current_epoch=0,
                        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
-                       saved=None)
+                       saved=None, world_size=1)
     callback.on_exception(trainer, module, RuntimeError("crash"))
     assert trainer.saved is None
+
+
+@pytest.mark.parametrize(("exception", "saved"), [(RuntimeError("crash"), False), ("sigterm", True)])
+def test_interrupt_checkpoint_in_a_distributed_run_saves_only_on_sigterm(tmp_path, exception, saved):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    exception = SIGTERMException() if exception == "sigterm" else exception
+    callback = InterruptCheckpoint(dirpath=str(tmp_path))
+    progress = SimpleNamespace(current=SimpleNamespace(completed=3))
+    trainer = _Trainer(state=SimpleNamespace(fn="fit"), global_step=3, current_epoch=0,
+                       fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+                       saved=None, world_size=2)
+    callback.on_exception(trainer, torch.nn.Linear(2, 2), exception)
+    assert (trainer.saved == callback.ckpt_path) is saved

@@ -9,7 +9,9 @@ treatment: the first press stops after the current batch, a second press quits a
 checkpoint (a step cut in the middle is not a state worth resuming).
 
 No checkpoint is written when the error is a diverged training (``FloatingPointError``) or the
-weights are not finite, nor when training had not started (a bad config or data file).
+weights are not finite, nor when training had not started (a bad config or data file), nor after
+an error in a distributed run (saving is collective: the other processes would never join; SIGTERM
+is broadcast to every process by Lightning, so it still saves).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sigmoidf1.utils.logging import get_logger
 
@@ -102,6 +105,11 @@ class InterruptCheckpoint(L.Callback):
             return
         if isinstance(exception, FloatingPointError) or not parameters_are_finite(pl_module):
             log.warning("Training diverged: no checkpoint written (it would hold non-finite values)")
+            return
+        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
+            # saving is collective; after an error on one process the others never join
+            log.warning("No interrupt checkpoint: the error happened on one process of a distributed "
+                        "run (resume from the last checkpoint)")
             return
         try:
             trainer.save_checkpoint(self.ckpt_path, weights_only=False)

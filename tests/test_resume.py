@@ -120,7 +120,8 @@ def test_signal_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(
 
     checkpoint = stopped / "checkpoints" / "interrupted.ckpt"
     assert f"Saved a resumable checkpoint: {checkpoint}" in output
-    assert f"global step {SIGNAL_STEP})" in output and f"error: stopped by {name}" in output
+    assert f"global step {SIGNAL_STEP})" in output
+    assert f"error: stopped by {name}; resume with ckpt_path={checkpoint}" in output
     assert "Traceback" not in output
     state = load(checkpoint)  # plain data: loads with weights_only=True
     assert state["global_step"] == SIGNAL_STEP and state["epoch"] == 1

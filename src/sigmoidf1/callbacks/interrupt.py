@@ -30,11 +30,17 @@ from sigmoidf1.utils.logging import get_logger
 log = get_logger(__name__)
 
 _last_signal: str | None = None
+_saved: str | None = None
 
 
 def last_signal() -> str | None:
     """``"SIGINT"`` after a graceful Ctrl-C, else ``None`` (SIGTERM is Lightning's own)."""
     return _last_signal
+
+
+def saved_checkpoint() -> str | None:
+    """The interrupt checkpoint written by this process, if any."""
+    return _saved
 
 
 def parameters_are_finite(module: torch.nn.Module) -> bool:
@@ -111,11 +117,13 @@ class InterruptCheckpoint(L.Callback):
             log.warning("No interrupt checkpoint: the error happened on one process of a distributed "
                         "run (resume from the last checkpoint)")
             return
+        global _saved
         try:
             trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         except Exception as error:  # never hide the original exception behind this one
             log.warning(f"Could not save the interrupt checkpoint {self.ckpt_path}: {error}")
             return
+        _saved = self.ckpt_path
         epoch = trainer.current_epoch
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         reason = type(exception).__name__

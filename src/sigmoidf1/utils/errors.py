@@ -130,11 +130,12 @@ def report_errors() -> Iterator[None]:
     try:
         yield
     except SIGTERMException:
-        from sigmoidf1.callbacks.interrupt import last_signal
+        from sigmoidf1.callbacks.interrupt import last_signal, saved_checkpoint
 
-        code = EXIT_SIGINT if last_signal() == "SIGINT" else EXIT_SIGTERM
-        print_error(f"stopped by {last_signal() or 'SIGTERM'} (see the checkpoint named above)")
-        sys.exit(code)
+        name = last_signal() or "SIGTERM"
+        saved = saved_checkpoint()
+        print_error(f"stopped by {name}" + (f"; resume with ckpt_path={saved}" if saved else ""))
+        sys.exit(EXIT_SIGINT if name == "SIGINT" else EXIT_SIGTERM)
     except KeyboardInterrupt:
         print_error("interrupted (Ctrl-C)")
         sys.exit(EXIT_SIGINT)

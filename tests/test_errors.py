@@ -63,16 +63,6 @@ def test_batch_size_larger_than_the_dataset(workdir):
 
 
 @pytest.mark.slow
-def test_truncated_checkpoint_is_named(workdir):
-    path = workdir / "truncated.ckpt"
-    buffer = workdir / "whole.ckpt"
-    torch.save({"sigmoidf1": {}, "state_dict": {"w": torch.zeros(1000)}}, buffer)
-    path.write_bytes(buffer.read_bytes()[:2000])
-    fails(run_cli("eval", f"ckpt_path={path}", *QUIET[:1], cwd=workdir, check=False), 1,
-          str(path), "truncated")
-
-
-@pytest.mark.slow
 def test_unexpected_errors_keep_their_traceback(workdir):
     # a negative layer width is not a user error we know of: torch raises deep inside the model
     result = train(workdir, "model.backbone.hidden_sizes=[-5]")
@@ -144,6 +134,14 @@ def test_nan_loss_stops_with_the_step_and_writes_no_checkpoint(workdir, cli):
 
 def test_eval_without_checkpoint_asks_for_it(cli):
     fails(cli("eval", *QUIET[:1]), 2, "missing required value: ckpt_path")
+
+
+def test_truncated_checkpoint_is_named(workdir, cli):
+    path = workdir / "truncated.ckpt"
+    buffer = workdir / "whole.ckpt"
+    torch.save({"sigmoidf1": {}, "state_dict": {"w": torch.zeros(1000)}}, buffer)
+    path.write_bytes(buffer.read_bytes()[:2000])
+    fails(cli("eval", f"ckpt_path={path}", *QUIET[:1]), 1, str(path), "truncated")
 
 
 @pytest.mark.parametrize("content", ["text", "torch"])

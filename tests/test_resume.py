@@ -14,6 +14,9 @@ import torch
 
 from tests.conftest import QUIET, REPO_ROOT, read_json, run_cli
 
+# All tests compare with one uninterrupted reference run (2 epochs) and share it on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
+
 # a step scheduler, so that its state has to survive the resume too
 SCHEDULER = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.7}"
 # 1571 training rows / 32 = 50 batches per epoch; step 70 is in the middle of the second epoch
@@ -51,29 +54,26 @@ def assert_same_training_state(run_a: Path, run_b: Path) -> None:
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
 
 
-@pytest.mark.slow
-def test_resume_from_last_checkpoint_equals_an_uninterrupted_run(workdir):
-    common = [*QUIET, SCHEDULER]
-    full = workdir / "full"
-    run_cli("train", *common, "trainer.max_epochs=4", f"hydra.run.dir={full}", cwd=workdir)
-    half = workdir / "half"
-    run_cli("train", *common, "trainer.max_epochs=2", f"hydra.run.dir={half}", cwd=workdir)
-    resumed = workdir / "resumed"
-    last = half / "checkpoints" / "last.ckpt"
-    result = run_cli("train", *common, "trainer.max_epochs=4", f"ckpt_path={last}",
-                     f"hydra.run.dir={resumed}", cwd=workdir)
-
-    assert f"Resuming training from {last}" in result.stdout + result.stderr
-    assert read_json(resumed / "test_metrics.json") == read_json(full / "test_metrics.json")
-    assert_same_training_state(full, resumed)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one per xdist worker; the tests share a group
 def uninterrupted(tmp_path_factory) -> Path:
-    """The reference run of the interruption tests (same config, never stopped)."""
+    """The reference run: same config, never stopped."""
     root = tmp_path_factory.mktemp("reference")
     run_cli("train", *SIGNAL_RUN, f"hydra.run.dir={root / 'run'}", cwd=root)
     return root / "run"
+
+
+def test_resume_from_last_checkpoint_equals_an_uninterrupted_run(workdir, uninterrupted):
+    """1 epoch, then resume from last.ckpt to 2 epochs == 2 epochs in one go."""
+    half = workdir / "half"
+    run_cli("train", *SIGNAL_RUN, "trainer.max_epochs=1", f"hydra.run.dir={half}", cwd=workdir)
+    resumed = workdir / "resumed"
+    last = half / "checkpoints" / "last.ckpt"
+    result = run_cli("train", *SIGNAL_RUN, f"ckpt_path={last}", f"hydra.run.dir={resumed}",
+                     cwd=workdir)
+
+    assert f"Resuming training from {last}" in result.stdout + result.stderr
+    assert read_json(resumed / "test_metrics.json") == read_json(uninterrupted / "test_metrics.json")
+    assert_same_training_state(uninterrupted, resumed)
 
 
 def start_training(workdir: Path, run_dir: Path, marker: Path) -> subprocess.Popen:
@@ -100,13 +100,8 @@ def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 400.0) ->
         time.sleep(0.2)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("signum", "exit_code", "name"), [
-    (signal.SIGTERM, 143, "SIGTERM"),
-    (signal.SIGINT, 130, "SIGINT"),
-])
-def test_signal_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(
-        workdir, uninterrupted, signum, exit_code, name):
+def interrupt(workdir: Path, signum: int) -> tuple[subprocess.Popen, str, Path]:
+    """Train, send ``signum`` at SIGNAL_STEP, wait for the end: (process, output, run dir)."""
     stopped, marker = workdir / "stopped", workdir / "step.marker"
     process = start_training(workdir, stopped, marker)
     try:
@@ -116,12 +111,17 @@ def test_signal_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == exit_code, output[-4000:]
+    return process, output, stopped
+
+
+def test_sigterm_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(workdir, uninterrupted):
+    process, output, stopped = interrupt(workdir, signal.SIGTERM)
+    assert process.returncode == 143, output[-4000:]
 
     checkpoint = stopped / "checkpoints" / "interrupted.ckpt"
     assert f"Saved a resumable checkpoint: {checkpoint}" in output
     assert f"global step {SIGNAL_STEP})" in output
-    assert f"error: stopped by {name}; resume with ckpt_path={checkpoint}" in output
+    assert f"error: stopped by SIGTERM; resume with ckpt_path={checkpoint}" in output
     assert "Traceback" not in output
     state = load(checkpoint)  # plain data: loads with weights_only=True
     assert state["global_step"] == SIGNAL_STEP and state["epoch"] == 1
@@ -137,7 +137,18 @@ def test_signal_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(
     assert_same_training_state(uninterrupted, resumed)
 
 
-@pytest.mark.slow
+def test_ctrl_c_stops_after_the_batch_like_sigterm(workdir):
+    """The first Ctrl-C takes SIGTERM's path (whose resume is tested above)."""
+    process, output, stopped = interrupt(workdir, signal.SIGINT)
+    assert process.returncode == 130, output[-4000:]
+    checkpoint = stopped / "checkpoints" / "interrupted.ckpt"
+    assert "Ctrl-C: stopping after the current batch" in output
+    assert f"error: stopped by SIGINT; resume with ckpt_path={checkpoint}" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    state = load(checkpoint)
+    assert state["global_step"] == SIGNAL_STEP and state["epoch"] == 1
+
+
 def test_a_crash_in_the_middle_of_a_step_leaves_a_checkpoint_that_resumes(workdir, uninterrupted):
     """The interrupted batch is trained again on resume: no batch is lost or repeated."""
     crashed = workdir / "crashed"

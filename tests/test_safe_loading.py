@@ -48,14 +48,12 @@ def test_a_pickled_payload_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", ["eval", "predict", "train"])
-def test_every_entry_point_refuses_the_payload(workdir, command):
+def test_every_entry_point_refuses_the_payload(workdir, cli, command):
     path, marker = poisoned_checkpoint(workdir)
     extra = {"eval": ["callbacks.progress_bar=null"], "predict": [f"input={path}"],
              "train": QUIET[1:]}[command]
-    result = run_cli(command, f"ckpt_path={path}", "extras.print_config=false", *extra,
-                     cwd=workdir, check=False)
+    result = cli(command, f"ckpt_path={path}", "extras.print_config=false", *extra)
     assert result.returncode == 1
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")][-1]
     assert "refusing to load" in error and str(path) in error

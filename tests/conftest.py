@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,28 @@ def cli(workdir, monkeypatch, capsys):
         return subprocess.CompletedProcess(overrides, code, out, err)
 
     return run
+
+
+def once_per_session(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A directory that ``build(directory)`` fills once per test session, shared by the xdist
+    workers (the first one builds it under a lock; the others wait and reuse it)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    directory = tmp_path_factory.getbasetemp().parent / f"shared_{name}"  # this session's root
+    lock, done = directory.with_suffix(".lock"), directory / ".done"
+    while True:
+        try:
+            lock.mkdir()  # atomic: exactly one worker gets it
+            break
+        except FileExistsError:
+            time.sleep(0.5)
+    try:
+        if not done.exists():
+            directory.mkdir(exist_ok=True)
+            build(directory)
+            done.touch()
+    finally:
+        lock.rmdir()
+    return directory

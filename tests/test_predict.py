@@ -14,11 +14,9 @@ import torch
 
 from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.yeast import NUM_LABELS, read_yeast, river_yeast_path
-from tests.conftest import CONFIG_DIR, QUIET, read_json, run_cli
+from tests.conftest import CONFIG_DIR, QUIET, once_per_session, read_json, run_cli
 
 pytestmark = pytest.mark.slow
-# the Yeast tests share one trained run: keep them on one xdist worker
-yeast_group = pytest.mark.xdist_group("predict_yeast")
 
 YEAST_SEED = 42  # train.yaml's seed: the split that the run below tests on
 
@@ -35,11 +33,14 @@ def predict(workdir: Path, checkpoint: Path, inputs: Path, output: Path, *extra:
 
 
 # --- tabular (Yeast) --------------------------------------------------------------------------------
-@pytest.fixture(scope="session")  # one per xdist worker; the tests share a group
+@pytest.fixture(scope="session")
 def yeast_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("yeast")
-    run_cli("train", *QUIET, "trainer.max_epochs=3", f"hydra.run.dir={root / 'run'}", cwd=root)
-    return root / "run"
+    """A Yeast model trained once for the tests below."""
+
+    def build(root: Path) -> None:
+        run_cli("train", *QUIET, "trainer.max_epochs=3", f"hydra.run.dir={root / 'run'}", cwd=root)
+
+    return once_per_session(tmp_path_factory, "predict_yeast", build) / "run"
 
 
 def yeast_test_rows() -> tuple[list[str], list[list[str]], np.ndarray]:
@@ -51,7 +52,6 @@ def yeast_test_rows() -> tuple[list[str], list[list[str]], np.ndarray]:
     return header, [rows[i] for i in test], targets[test]
 
 
-@yeast_group
 def test_yeast_predictions_reproduce_the_test_metrics(yeast_run, workdir):
     """Predicting the test split's raw rows gives the labels the test metrics were computed from."""
     header, rows, targets = yeast_test_rows()
@@ -89,7 +89,6 @@ def test_yeast_predictions_reproduce_the_test_metrics(yeast_run, workdir):
     assert exact == pytest.approx(tested["test/exact_match"], abs=1e-6)
 
 
-@yeast_group
 def test_yeast_predictions_use_the_stored_thresholds(yeast_run, workdir):
     """Edit the checkpoint's thresholds: predict must follow them, label by label (JSONL.gz in)."""
     source = torch.load(yeast_run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -120,7 +119,6 @@ def test_yeast_predictions_use_the_stored_thresholds(yeast_run, workdir):
     assert 0 < decided < 50 * NUM_LABELS
 
 
-@yeast_group
 def test_predict_names_missing_columns(yeast_run, workdir, cli):
     inputs = workdir / "few.csv"
     inputs.write_text("gene,Att1,Att2\ng1,0.1,0.2\n")

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import QUIET, REPO_ROOT, read_json, run_cli
+from tests.conftest import QUIET, REPO_ROOT, once_per_session, read_json, run_cli
 
-# All tests compare with one uninterrupted reference run (2 epochs) and share it on one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
+pytestmark = pytest.mark.slow
 
 # a step scheduler, so that its state has to survive the resume too
 SCHEDULER = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.7}"
-# 1571 training rows / 32 = 50 batches per epoch; step 70 is in the middle of the second epoch
-SIGNAL_RUN = [*QUIET, SCHEDULER, "data.batch_size=32", "trainer.max_epochs=2"]
+# 1571 training rows / 64 = 25 batches per epoch; step 70 is in the middle of the third epoch
+SIGNAL_RUN = [*QUIET, SCHEDULER, "data.batch_size=64", "trainer.max_epochs=4"]
 SIGNAL_STEP = 70
+TOTAL_STEPS = 100
 
 
 def load(path: Path) -> dict:
@@ -54,18 +54,20 @@ def assert_same_training_state(run_a: Path, run_b: Path) -> None:
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
 
 
-@pytest.fixture(scope="session")  # one per xdist worker; the tests share a group
+@pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory) -> Path:
-    """The reference run: same config, never stopped."""
-    root = tmp_path_factory.mktemp("reference")
-    run_cli("train", *SIGNAL_RUN, f"hydra.run.dir={root / 'run'}", cwd=root)
-    return root / "run"
+    """The reference run of every test here: same config, never stopped (trained once)."""
+
+    def build(root: Path) -> None:
+        run_cli("train", *SIGNAL_RUN, f"hydra.run.dir={root / 'run'}", cwd=root)
+
+    return once_per_session(tmp_path_factory, "resume_reference", build) / "run"
 
 
 def test_resume_from_last_checkpoint_equals_an_uninterrupted_run(workdir, uninterrupted):
-    """1 epoch, then resume from last.ckpt to 2 epochs == 2 epochs in one go."""
+    """2 epochs, then resume from last.ckpt to 4 epochs == 4 epochs in one go."""
     half = workdir / "half"
-    run_cli("train", *SIGNAL_RUN, "trainer.max_epochs=1", f"hydra.run.dir={half}", cwd=workdir)
+    run_cli("train", *SIGNAL_RUN, "trainer.max_epochs=2", f"hydra.run.dir={half}", cwd=workdir)
     resumed = workdir / "resumed"
     last = half / "checkpoints" / "last.ckpt"
     result = run_cli("train", *SIGNAL_RUN, f"ckpt_path={last}", f"hydra.run.dir={resumed}",
@@ -124,7 +126,7 @@ def test_sigterm_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(workdir, uni
     assert f"error: stopped by SIGTERM; resume with ckpt_path={checkpoint}" in output
     assert "Traceback" not in output
     state = load(checkpoint)  # plain data: loads with weights_only=True
-    assert state["global_step"] == SIGNAL_STEP and state["epoch"] == 1
+    assert state["global_step"] == SIGNAL_STEP and state["epoch"] == 2
     assert not (stopped / "test_metrics.json").exists()
 
     resumed = workdir / "resumed"
@@ -146,7 +148,7 @@ def test_ctrl_c_stops_after_the_batch_like_sigterm(workdir):
     assert f"error: stopped by SIGINT; resume with ckpt_path={checkpoint}" in output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     state = load(checkpoint)
-    assert state["global_step"] == SIGNAL_STEP and state["epoch"] == 1
+    assert state["global_step"] == SIGNAL_STEP and state["epoch"] == 2
 
 
 def test_a_crash_in_the_middle_of_a_step_leaves_a_checkpoint_that_resumes(workdir, uninterrupted):
@@ -158,11 +160,11 @@ def test_a_crash_in_the_middle_of_a_step_leaves_a_checkpoint_that_resumes(workdi
                      env={"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])})
     assert result.returncode == 1 and "simulated crash" in result.stderr  # a bug: traceback kept
     checkpoint = crashed / "checkpoints" / "interrupted.ckpt"
-    assert f"Stopped by RuntimeError in epoch 1 after 20 batch(es) (global step {SIGNAL_STEP})" in (
+    assert f"Stopped by RuntimeError in epoch 2 after 20 batch(es) (global step {SIGNAL_STEP})" in (
         result.stdout + result.stderr)
 
     resumed = workdir / "resumed"
     run_cli("train", *SIGNAL_RUN, f"ckpt_path={checkpoint}", f"hydra.run.dir={resumed}", cwd=workdir)
     final, reference = (load(run / "checkpoints" / "last.ckpt") for run in (resumed, uninterrupted))
-    assert final["global_step"] == reference["global_step"] == 100  # 2 epochs x 50 batches
+    assert final["global_step"] == reference["global_step"] == TOTAL_STEPS
     assert set(read_json(resumed / "test_metrics.json")) == set(read_json(uninterrupted / "test_metrics.json"))

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from sigmoidf1.backbones import build_backbone
 from sigmoidf1.metrics import build_metrics, shift_to_threshold
@@ -87,6 +88,9 @@ class MultilabelClassifier(L.LightningModule):
         for stage in STAGES:
             metrics = build_metrics(len(self.label_names), f"{stage}/", self.ap_thresholds)
             setattr(self, f"{stage}_metrics", metrics)
+            # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean
+            # truncates the averaged batch size to an integer when ranks' batches differ in size)
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
 
     def setup(self, stage: str) -> None:
         if not self.is_built:
@@ -102,7 +106,8 @@ class MultilabelClassifier(L.LightningModule):
         """Threshold-shifted probabilities: ``>= 0.5`` exactly where ``sigmoid(logits) >= thresholds``."""
         return shift_to_threshold(logits, self.thresholds)
 
-    def _step(self, batch: tuple[Any, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Any, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+        """Loss and metrics of one batch; returns ``(loss, logits)``."""
         inputs, targets = batch
         logits = self(inputs)
         loss = self.loss_fn(logits, targets)
@@ -112,21 +117,23 @@ class MultilabelClassifier(L.LightningModule):
                 "stopping before a NaN checkpoint is written (lower the learning rate, check the inputs)"
             )
         batch_size = targets.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        loss_mean = getattr(self, f"{stage}_loss")
+        loss_mean(loss.detach(), batch_size)  # the step value (this rank's) and the epoch state
+        self.log(f"{stage}/loss", loss_mean, on_step=stage == "train", on_epoch=True, prog_bar=True)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(self.predict_proba(logits.detach()), targets.int())
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
-        return loss
+        return loss, logits
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
     def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Returns ``{"logits": [batch, num_labels]}`` for callbacks (the per-label report)."""
+        return {"logits": self._step(batch, "test")[1].detach()}
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -1,4 +1,5 @@
-"""Lightning callbacks of the template."""
+"""Lightning callbacks: exact resume (random states, best-checkpoint record), the interrupt
+checkpoint, the per-label test report, and the W&B run id stored in checkpoints."""
 
 from sigmoidf1.callbacks.interrupt import InterruptCheckpoint
 from sigmoidf1.callbacks.resume import ModelCheckpoint, RestoreRandomState

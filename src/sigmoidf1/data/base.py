@@ -10,7 +10,8 @@ After ``setup()`` it exposes:
 
 ``batch_size`` is the **global** batch size: under a distributed strategy each process loads
 ``batch_size // world_size`` examples, so a config means the same optimisation whatever the number
-of devices.
+of devices. Validation and test batches come from ``UnrepeatedDistributedSampler`` there: every
+example is evaluated exactly once, so the metrics equal those of one process (``distributed.py``).
 
 Checkpoints and prediction: ``state_dict()`` returns the preprocessing learned from the training
 data as plain data (lists, numbers, strings: loadable with ``weights_only=True``); Lightning stores
@@ -18,8 +19,9 @@ it in every checkpoint under the class name and calls ``load_state_dict`` on res
 ``predict_dataset(path)`` reads a CSV/JSONL file of new inputs and applies that preprocessing, which
 is how ``sigmoidf1-predict`` turns rows into model inputs.
 
-The training loader is a ``ResumableDataLoader``: its order depends only on ``(seed, epoch)`` and
-a run resumed from a mid-epoch checkpoint skips the batches it already trained on.
+On one process the training loader is a ``ResumableDataLoader``: its order depends only on
+``(seed, epoch)`` and a run resumed from a mid-epoch checkpoint skips the batches it already
+trained on.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sigmoidf1.data.distributed import UnrepeatedDistributedSampler, check_even_batches
 from sigmoidf1.data.resumable import ResumableDataLoader
 from sigmoidf1.utils.errors import ConfigError, DataError
 
@@ -138,8 +141,20 @@ class MultilabelDataModule(L.LightningDataModule):
             )
         return global_batch_size // world_size
 
+    def _eval_sampler(self, dataset: Dataset, per_device_batch_size: int) -> Sampler | None:
+        """Under a distributed strategy, a sampler that gives every rank a disjoint, unpadded share
+        of an evaluation split (``None`` on one process: Lightning then keeps the order)."""
+        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        if not kwargs or kwargs["num_replicas"] == 1:
+            return None
+        split = next((name for name in ("val", "test", "train")
+                      if getattr(self, f"{name}_set") is dataset), "evaluation")
+        check_even_batches(len(dataset), per_device_batch_size, kwargs["num_replicas"], split)
+        return UnrepeatedDistributedSampler(dataset, kwargs["num_replicas"], kwargs["rank"])
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         batch_size = self._per_device(batch_size)
+        sampler = None if shuffle else self._eval_sampler(dataset, batch_size)
         if shuffle and self.drop_last and batch_size > len(dataset):
             raise ConfigError(
                 f"batch size {batch_size} is larger than the training split ({len(dataset)} "
@@ -157,8 +172,9 @@ class MultilabelDataModule(L.LightningDataModule):
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if shuffle and world_size == 1:
             return ResumableDataLoader(dataset, seed=self.seed, position=self._batches_done, **kwargs)
-        # under DDP Lightning swaps in its DistributedSampler (shuffled by seed and epoch)
-        return DataLoader(dataset, shuffle=shuffle, **kwargs)
+        # under DDP Lightning swaps in its DistributedSampler (shuffled by seed and epoch) for
+        # training; evaluation splits get the unpadded sampler
+        return DataLoader(dataset, shuffle=shuffle, sampler=sampler, **kwargs)
 
     def _batches_done(self) -> int:
         """Batches of the current training epoch already done: 0, except when a run resumes in

@@ -13,11 +13,12 @@ After ``setup()`` it exposes:
 of devices. Validation and test batches come from ``UnrepeatedDistributedSampler`` there: every
 example is evaluated exactly once, so the metrics equal those of one process (``distributed.py``).
 
-Checkpoints and prediction: ``state_dict()`` returns the preprocessing learned from the training
-data as plain data (lists, numbers, strings: loadable with ``weights_only=True``); Lightning stores
-it in every checkpoint under the class name and calls ``load_state_dict`` on resume and evaluation.
-``predict_dataset(path)`` reads a CSV/JSONL file of new inputs and applies that preprocessing, which
-is how ``sigmoidf1-predict`` turns rows into model inputs.
+For prediction on new data, ``state_dict()`` holds everything needed to preprocess new inputs without
+the training data (label names, scaler statistics, vocabulary, tokenizer, image size and
+normalisation) as plain Python data, so that checkpoints load with ``torch.load(weights_only=True)``;
+``load_state_dict(state)`` restores it on a freshly constructed DataModule, and
+``predict_dataset(path)`` reads a user file of inputs into a dataset that yields ``inputs`` in the
+training format (no targets).
 
 On one process the training loader is a ``ResumableDataLoader``: its order depends only on
 ``(seed, epoch)`` and a run resumed from a mid-epoch checkpoint skips the batches it already

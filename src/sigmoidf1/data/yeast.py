@@ -28,6 +28,7 @@ from sigmoidf1.utils.errors import DataError
 
 NUM_FEATURES = 103
 NUM_LABELS = 14
+FEATURE_NAMES = [f"Att{i}" for i in range(1, NUM_FEATURES + 1)]
 
 
 def river_yeast_path() -> Path:
@@ -99,7 +100,7 @@ class YeastDataModule(MultilabelDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.standardize = standardize
-        self.feature_names: list[str] = [f"Att{i}" for i in range(1, NUM_FEATURES + 1)]
+        self.feature_names: list[str] = list(FEATURE_NAMES)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self._frozen = False  # True when the statistics come from a checkpoint (load_state_dict)
@@ -139,6 +140,7 @@ class YeastDataModule(MultilabelDataModule):
         """Adopt a checkpoint's statistics; data already loaded is standardised again with them."""
         super().load_state_dict(state)
         self.feature_names = list(state.get("feature_names") or self.feature_names)
+        self.backbone_inputs = {"in_features": len(self.feature_names)}
         if state.get("mean") is None:
             return
         mean = np.asarray(state["mean"], dtype=np.float32)

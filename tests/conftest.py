@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hydra.core.global_hydra import GlobalHydra
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -47,3 +51,52 @@ def read_json(path: Path) -> dict:
 def workdir(tmp_path: Path) -> Path:
     """An empty project root for one CLI run (logs/ and data/ land here)."""
     return tmp_path
+
+
+@pytest.fixture
+def cli(workdir, monkeypatch, capsys):
+    """``cli("train", *overrides)``: run an entry point's ``main()`` in this process; returns a
+    ``CompletedProcess`` with the exit code and the captured output, like ``run_cli``."""
+
+    def run(module: str, *overrides: str) -> subprocess.CompletedProcess:
+        main = importlib.import_module(f"sigmoidf1.{module}").main
+        monkeypatch.setenv("SIGMOIDF1_ROOT", str(workdir))
+        monkeypatch.setattr(sys, "argv", [f"sigmoidf1-{module}", *overrides])
+        GlobalHydra.instance().clear()
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            GlobalHydra.instance().clear()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(overrides, code, out, err)
+
+    return run
+
+
+def once_per_session(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A directory that ``build(directory)`` fills once per test session, shared by the xdist
+    workers (the first one builds it under a lock; the others wait and reuse it)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    directory = tmp_path_factory.getbasetemp().parent / f"shared_{name}"  # this session's root
+    lock, done = directory.with_suffix(".lock"), directory / ".done"
+    while True:
+        try:
+            lock.mkdir()  # atomic: exactly one worker gets it
+            break
+        except FileExistsError:
+            time.sleep(0.5)
+    try:
+        if not done.exists():
+            directory.mkdir(exist_ok=True)
+            build(directory)
+            done.touch()
+    finally:
+        lock.rmdir()
+    return directory

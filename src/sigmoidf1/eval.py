@@ -6,13 +6,15 @@ import hydra
 from omegaconf import DictConfig
 
 from sigmoidf1 import CONFIG_DIR
+from sigmoidf1.utils.errors import report_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from sigmoidf1.pipeline import evaluate  # heavy imports stay off the `--help` path
+    with report_errors():
+        from sigmoidf1.pipeline import evaluate  # heavy imports stay off the `--help` path
 
-    evaluate(cfg)
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

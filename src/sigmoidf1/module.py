@@ -156,7 +156,16 @@ class MultilabelClassifier(L.LightningModule):
 
     # --- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what rebuilding needs, as plain data (loadable with ``weights_only=True``)."""
+        """Store what rebuilding needs, as plain data (loadable with ``weights_only=True``).
+
+        Raises ``FloatingPointError`` instead of writing a checkpoint with non-finite weights.
+        """
+        bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite weights ({bad[0]}) at global step {self.global_step}: training "
+                "diverged; not writing a checkpoint (lower the learning rate, check the inputs)"
+            )
         checkpoint[CHECKPOINT_KEY] = {
             "label_names": list(self.label_names),
             "backbone_inputs": _plain(self.backbone_inputs),

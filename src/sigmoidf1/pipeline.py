@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
 from sigmoidf1.utils.distributed import one_job_per_launch
+from sigmoidf1.utils.errors import CheckpointError
 from sigmoidf1.utils.instantiate import instantiate_dict
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.results import print_metrics_table, scalar_metrics, write_json
+from sigmoidf1.utils.secrets import scrub
 from sigmoidf1.utils.wandb_run import finish_wandb, wandb_callbacks, with_wandb_run
 
 log = get_logger(__name__)
@@ -32,8 +36,9 @@ def build_model(cfg: DictConfig) -> MultilabelClassifier:
     """Instantiate ``cfg.model`` with ``cfg.loss``; the config is stored for checkpoints."""
     loss = hydra.utils.instantiate(cfg.loss)
     model = hydra.utils.instantiate(cfg.model, loss=loss)
-    # set after instantiation: passed as an argument, its `_target_`s would be instantiated too
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    # set after instantiation: passed as an argument, its `_target_`s would be instantiated too;
+    # secrets are masked: this config goes into checkpoints and the loggers' hyperparameters
+    model.run_config = scrub(OmegaConf.to_container(cfg, resolve=True))
     return model
 
 
@@ -57,6 +62,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path") if cfg.get("train", True) else None
+    if ckpt_path:  # fail early, with a clear message, on a missing or unusable checkpoint
+        resumed = load_checkpoint(ckpt_path)
+        resumed = {key: resumed.get(key) for key in ("epoch", "global_step")}
 
     log.info(f"Instantiating data <{cfg.data._target_}>")
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -67,8 +76,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(model.run_config)
 
     if cfg.get("train", True):
+        if ckpt_path:
+            log.info(f"Resuming training from {ckpt_path} (saved at epoch {resumed.get('epoch')}, "
+                     f"global step {resumed.get('global_step')}); this run writes to {output_dir}")
         log.info("Starting training")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except RuntimeError as error:
+            if ckpt_path and "loading state_dict" in str(error):
+                raise CheckpointError(
+                    f"{ckpt_path} does not fit the configured model (resume with the model, loss "
+                    f"and data options it was trained with): {str(error).splitlines()[0]}"
+                ) from error
+            raise
     metrics = scalar_metrics(trainer.callback_metrics, "val/")
 
     if cfg.get("test", True):
@@ -77,7 +97,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if not best:
             log.warning("No best checkpoint (checkpointing off or fast_dev_run): testing current weights")
         log.info(f"Testing {best or 'the current weights'}")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
+                     verbose=False)
         test_metrics = scalar_metrics(trainer.callback_metrics, "test/")
         write_json(test_metrics, output_dir / TEST_METRICS_FILE)
         print_metrics_table(test_metrics, title="Test metrics")
@@ -89,24 +110,40 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a sigmoidf1 checkpoint safely (``weights_only=True``: no arbitrary unpickling).
+    """Load a sigmoidf1 checkpoint safely: ``weights_only=True`` never unpickles arbitrary objects.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it is
-    truncated, foreign, or carries pickled objects.
+    Tensors are memory-mapped (cheap for large files). Raises ``FileNotFoundError`` for a missing
+    file and ``CheckpointError`` naming the file when it is truncated, foreign, or carries pickled
+    objects (whose code is then never run).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for bad files
-        raise ValueError(
-            f"cannot load checkpoint {path}: it is truncated, not a torch checkpoint, or holds "
-            f"pickled objects that safe loading refuses ({type(error).__name__})"
-        ) from error
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"refusing to load {path}: it holds pickled Python objects{what} that could run code "
+            "when loaded; sigmoidf1 loads checkpoints with torch.load(weights_only=True) only"
+        ) from None
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is truncated or not a torch checkpoint "
+            f"({type(error).__name__}: {_first_sentence(str(error))})"
+        ) from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise ValueError(f"{path} is not a sigmoidf1 checkpoint (no '{CHECKPOINT_KEY}' entry)")
+        raise CheckpointError(
+            f"{path} is not a sigmoidf1 checkpoint (no '{CHECKPOINT_KEY}' entry): use a file from "
+            "<run dir>/checkpoints/ written by sigmoidf1-train"
+        )
     return checkpoint
+
+
+def _first_sentence(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line.split(". ")[0]
 
 
 @one_job_per_launch
@@ -121,10 +158,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(data_cfg)
+    restore_datamodule_state(datamodule, checkpoint)
     model = build_model(stored)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:  # this job's config, and the training config of the checkpoint
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "trained_with": model.run_config})
+        logger.log_hyperparams(scrub({**OmegaConf.to_container(cfg, resolve=True),
+                                      "trained_with": model.run_config}))
     trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path), weights_only=True,
                  verbose=False)
     metrics = scalar_metrics(trainer.callback_metrics, "test/")
@@ -134,3 +173,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     finish_wandb()
     log.info(f"Run directory: {output_dir}")
     return metrics
+
+
+def restore_datamodule_state(datamodule: L.LightningDataModule, checkpoint: dict[str, Any]) -> None:
+    """Give ``datamodule`` the preprocessing stored in ``checkpoint`` (Lightning's key: the class name)."""
+    state = checkpoint.get(type(datamodule).__qualname__)
+    if state:
+        datamodule.load_state_dict(state)

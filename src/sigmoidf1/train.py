@@ -6,15 +6,17 @@ import hydra
 from omegaconf import DictConfig
 
 from sigmoidf1 import CONFIG_DIR
+from sigmoidf1.utils.errors import report_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Return the optimised metric so that Hydra sweepers (Optuna) can use it."""
-    from sigmoidf1.pipeline import train  # heavy imports stay off the `--help` path
+    with report_errors():  # user errors: a short message and exit code 1/2, no traceback
+        from sigmoidf1.pipeline import train  # heavy imports stay off the `--help` path
 
-    metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+        metrics = train(cfg)
+        return metrics.get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ normalisation) as plain Python data, so that checkpoints load with ``torch.load(
 ``load_state_dict(state)`` restores it on a freshly constructed DataModule, and
 ``predict_dataset(path)`` reads a user file of inputs into a dataset that yields ``inputs`` in the
 training format (no targets).
+
+On one process the training loader is a ``ResumableDataLoader``: its order depends only on
+``(seed, epoch)`` and a run resumed from a mid-epoch checkpoint skips the batches it already
+trained on.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sigmoidf1.data.distributed import UnrepeatedDistributedSampler, check_even_batches
+from sigmoidf1.data.resumable import ResumableDataLoader
+from sigmoidf1.utils.errors import ConfigError, DataError
 
 
 class MultilabelDataModule(L.LightningDataModule):
@@ -73,42 +80,56 @@ class MultilabelDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self._load()
+            if not self.label_names:
+                raise DataError(
+                    f"{type(self).__name__}: the dataset has no labels (no label column, or every "
+                    "example has an empty label set): there is nothing to classify"
+                )
             for name in ("train_set", "val_set", "test_set"):
                 split = getattr(self, name)
                 if split is None or len(split) == 0:
-                    raise ValueError(f"{type(self).__name__}: the {name[:-4]} split is empty")
+                    raise DataError(f"{type(self).__name__}: the {name[:-4]} split is empty")
 
     def _load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # --- prediction -----------------------------------------------------------------------------
+    # --- preprocessing state (checkpoints) and prediction ---------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Preprocessing state saved in checkpoints (plain Python data). Subclasses extend it."""
+        """Preprocessing learned from the training data, as plain data. Subclasses extend it."""
         return {"label_names": list(self.label_names)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``'s output; Lightning also calls it when testing a checkpoint.
-
-        Raises ``ValueError`` when this DataModule was already set up with different labels (the
-        checkpoint belongs to another dataset).
-        """
-        names = list(state.get("label_names", []))
-        if self.label_names and names and names != list(self.label_names):
-            raise ValueError(
+        """Restore ``state_dict()``; the label names must agree with data already loaded."""
+        names = list(state.get("label_names") or [])
+        if names and self.label_names and names != list(self.label_names):
+            raise DataError(
                 f"{type(self).__name__}: the checkpoint's {len(names)} labels differ from this "
-                f"dataset's {len(self.label_names)} labels; was it trained on other data?"
+                f"dataset's {len(self.label_names)} labels ({_preview(names)} vs "
+                f"{_preview(self.label_names)}); was it trained on other data?"
             )
-        self.label_names = names
+        if names:
+            self.label_names = names
 
     def predict_dataset(self, path: str) -> Dataset:
-        """A dataset of the inputs in the user file ``path``, in the training ``inputs`` format.
-
-        Works after ``setup()`` or ``load_state_dict()``. Items are inputs only (no targets).
-        """
+        """A dataset of model inputs (the training ``inputs`` format, no targets) read from
+        ``path``, a CSV or JSONL file (gzip allowed), preprocessed with the training state."""
         raise NotImplementedError(
-            f"{type(self).__name__} does not support prediction from files: implement "
-            "predict_dataset(path) returning a Dataset that yields the model's inputs"
+            f"{type(self).__name__} does not implement predict_dataset(path): it cannot read new "
+            "inputs for sigmoidf1-predict (implement it next to _load)"
         )
+
+    def predict_loader(self, dataset: Dataset, batch_size: int | None = None) -> DataLoader:
+        """Batches of ``predict_dataset`` items, in order, built like the evaluation loaders
+        (override when the collate function of the training loaders expects targets)."""
+        return self._loader(dataset, batch_size or self.eval_batch_size, shuffle=False)
+
+    def check_targets(self, targets: torch.Tensor | np.ndarray, source: str) -> None:
+        """Raise ``DataError`` when no training example has any label (a label-free dataset)."""
+        if targets.shape[-1] == 0 or float(targets.sum()) == 0.0:
+            raise DataError(
+                f"{source}: no example has any label (all {targets.shape[-1]} label columns are 0 "
+                f"in {len(targets)} rows): a label-free dataset cannot train a classifier"
+            )
 
     # --- loaders --------------------------------------------------------------------------------
     def _per_device(self, global_batch_size: int) -> int:
@@ -136,22 +157,41 @@ class MultilabelDataModule(L.LightningDataModule):
         batch_size = self._per_device(batch_size)
         sampler = None if shuffle else self._eval_sampler(dataset, batch_size)
         if shuffle and self.drop_last and batch_size > len(dataset):
-            raise ValueError(
+            raise ConfigError(
                 f"batch size {batch_size} is larger than the training split ({len(dataset)} "
                 "examples) and drop_last is on: no batch would be produced"
             )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            drop_last=self.drop_last and shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        kwargs = {
+            "batch_size": batch_size,
+            "drop_last": self.drop_last and shuffle,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+            # the loader's own generator: iterating never consumes the global random state
+            "generator": torch.Generator().manual_seed(self.seed or 0),
+        }
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if shuffle and world_size == 1:
+            return ResumableDataLoader(dataset, seed=self.seed, position=self._batches_done, **kwargs)
+        # under DDP Lightning swaps in its DistributedSampler (shuffled by seed and epoch) for
+        # training; evaluation splits get the unpadded sampler
+        return DataLoader(dataset, shuffle=shuffle, sampler=sampler, **kwargs)
+
+    def _batches_done(self) -> int:
+        """Batches of the current training epoch already done: 0, except when a run resumes in
+        the middle of an epoch (Lightning's count, restored from the checkpoint)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
+        if self.batch_size > len(self.train_set):
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the training split "
+                f"({len(self.train_set)} examples): every epoch would be one partial batch; "
+                f"use data.batch_size <= {len(self.train_set)}"
+            )
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -172,6 +212,18 @@ class TensorInputs(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         return self.inputs[index]
+
+
+def columns_preview(columns: list[str], limit: int = 12) -> str:
+    """``a, b, c, ... (N columns)``: a short listing for error messages."""
+    shown = ", ".join(map(str, columns[:limit]))
+    more = f", ... ({len(columns)} columns)" if len(columns) > limit else ""
+    return (shown + more) if columns else "(none)"
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"
 
 
 def split_indices(

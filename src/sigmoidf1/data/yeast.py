@@ -4,9 +4,10 @@ The file ships inside the ``river`` wheel (``river.datasets.Yeast().path``), so 
 Splits are random from ``seed``; features are standardised with the mean and standard deviation of
 the training split only, and those statistics travel in the checkpoint (``state_dict``).
 
-Prediction (``predict_dataset``) reads a CSV/TSV/JSONL(.gz) file of feature rows: the columns
-``Att1`` .. ``Att103`` when all are present, otherwise the first 103 columns whose every value is a
-number (in file order; other columns, e.g. an id, are ignored).
+Prediction input (``sigmoidf1-predict input=FILE``): a CSV/TSV or JSONL file (gzip allowed) holding
+the feature columns by name, ``Att1`` ... ``Att103``, in any order; other columns (an id, the
+``Class*`` columns) are ignored. Matching by name, not position, means a reordered or extended file
+cannot silently feed the wrong feature to the model.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from sigmoidf1.data.base import MultilabelDataModule, TensorInputs, split_indices
+from sigmoidf1.data.base import MultilabelDataModule, TensorInputs, columns_preview, split_indices
 from sigmoidf1.data.records import read_records
+from sigmoidf1.utils.errors import DataError
 
 NUM_FEATURES = 103
 NUM_LABELS = 14
@@ -43,6 +45,8 @@ def read_yeast(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read the MULAN Yeast CSV: columns ``Att1..Att103`` then ``Class1..Class14`` (0/1).
 
     Returns ``features [n, 103] float32``, ``targets [n, 14] float32`` and the label names.
+    Raises ``FileNotFoundError`` naming a missing file and ``DataError`` naming the file and the
+    problem (missing columns, with the columns present; non-numeric or non-finite values).
     """
     path = Path(path)
     if not path.is_file():
@@ -50,17 +54,33 @@ def read_yeast(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as handle:
         rows = list(csv.reader(handle))
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
     header, body = rows[0], rows[1:]
     label_cols = [i for i, name in enumerate(header) if name.startswith("Class")]
     feature_cols = [i for i, name in enumerate(header) if name.startswith("Att")]
-    if not label_cols or not feature_cols:
-        raise ValueError(f"{path}: expected Att* and Class* columns, found {header[:5]}...")
-    table = np.asarray(body, dtype=np.float64)
+    if not label_cols:
+        raise DataError(
+            f"{path}: no label column (Yeast's are Class1..Class14: names starting with 'Class'); "
+            f"columns present: {columns_preview(header)}"
+        )
+    if not feature_cols:
+        raise DataError(
+            f"{path}: no feature column (Yeast's are Att1..Att103: names starting with 'Att'); "
+            f"columns present: {columns_preview(header)}"
+        )
+    if not body:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    try:
+        table = np.asarray(body, dtype=np.float64)
+    except ValueError as error:
+        raise DataError(f"{path}: every value must be a number and every row must have "
+                        f"{len(header)} columns ({error})") from None
     features = table[:, feature_cols].astype(np.float32)
     targets = table[:, label_cols].astype(np.float32)
     if not np.isfinite(features).all():
         bad = int(np.argwhere(~np.isfinite(features))[0, 0])
-        raise ValueError(f"{path}: non-finite feature value in data row {bad + 1}")
+        raise DataError(f"{path}: non-finite feature value in data row {bad + 1}")
     return features, targets, [header[i] for i in label_cols]
 
 
@@ -80,8 +100,10 @@ class YeastDataModule(MultilabelDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.standardize = standardize
+        self.feature_names: list[str] = list(FEATURE_NAMES)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+        self._frozen = False  # True when the statistics come from a checkpoint (load_state_dict)
 
     def prepare_data(self) -> None:
         path = Path(self.path) if self.path else river_yeast_path()
@@ -89,13 +111,16 @@ class YeastDataModule(MultilabelDataModule):
             raise FileNotFoundError(f"Yeast data file not found: {path}")
 
     def _load(self) -> None:
-        features, targets, self.label_names = read_yeast(self.path or river_yeast_path())
+        path = self.path or river_yeast_path()
+        features, targets, self.label_names = read_yeast(path)
+        self.check_targets(targets, str(path))
         train, val, test = split_indices(
             len(features), self.val_fraction, self.test_fraction, self.seed
         )
         if self.standardize:
-            self.mean = features[train].mean(axis=0)
-            self.std = features[train].std(axis=0) + 1e-6
+            if not self._frozen:
+                self.mean = features[train].mean(axis=0)
+                self.std = features[train].std(axis=0) + 1e-6
             features = (features - self.mean) / self.std
         self.backbone_inputs = {"in_features": features.shape[1]}
 
@@ -106,62 +131,49 @@ class YeastDataModule(MultilabelDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Preprocessing needed to apply a trained model to new rows (saved in checkpoints)."""
-        state = super().state_dict()
+        state = super().state_dict() | {"feature_names": list(self.feature_names)}
         if self.mean is not None:
             state |= {"mean": self.mean.tolist(), "std": self.std.tolist()}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Adopt a checkpoint's statistics; data already loaded is standardised again with them."""
         super().load_state_dict(state)
-        if "mean" in state:
-            self.mean = np.asarray(state["mean"], dtype=np.float32)
-            self.std = np.asarray(state["std"], dtype=np.float32)
-        self.backbone_inputs = {"in_features": NUM_FEATURES}
+        self.feature_names = list(state.get("feature_names") or self.feature_names)
+        self.backbone_inputs = {"in_features": len(self.feature_names)}
+        if state.get("mean") is None:
+            return
+        mean = np.asarray(state["mean"], dtype=np.float32)
+        std = np.asarray(state["std"], dtype=np.float32)
+        changed = self.mean is None or not (np.array_equal(mean, self.mean)
+                                            and np.array_equal(std, self.std))
+        self.mean, self.std, self._frozen = mean, std, True
+        if changed and self.train_set is not None:
+            self.train_set = None
+            self.setup()
 
     def predict_dataset(self, path: str) -> Dataset:
-        """Feature rows of a user file (see the module docstring), standardised like training.
-
-        Items: ``float32 [103]``.
-        """
-        if self.standardize and self.mean is None:
-            raise RuntimeError("YeastDataModule: call setup() or load_state_dict() first")
-        features = read_feature_rows(path, FEATURE_NAMES)
-        if self.standardize:
-            features = (features - self.mean) / self.std
-        return TensorInputs(torch.from_numpy(features.astype(np.float32)))
-
-
-def read_feature_rows(path: str | Path, names: list[str]) -> np.ndarray:
-    """``float32 [rows, len(names)]`` from the columns ``names``, or else from the first
-    ``len(names)`` all-numeric columns. Raises ``ValueError`` naming the file, line and column of a
-    non-numeric or non-finite value, or when too few numeric columns exist."""
-    rows, lines, header = read_records(path)
-    if all(name in header for name in names):
-        columns = names
-    else:
-        columns = [c for c in header if all(_is_number(row.get(c)) for row in rows)][: len(names)]
-        if len(columns) < len(names):
-            raise ValueError(
-                f"{path}: needs the columns {names[0]}..{names[-1]} or {len(names)} numeric columns; "
-                f"found {len(columns)} numeric column(s) among {', '.join(header)}"
+        """Rows of ``path`` (CSV/TSV/JSONL, gzip allowed) with columns ``Att1..Att103`` by name,
+        standardised with the training statistics: items are ``x [103] float32``."""
+        rows, lines, header = read_records(path)
+        missing = [name for name in self.feature_names if name not in header]
+        if missing:
+            raise DataError(
+                f"{path}: missing feature column(s) {columns_preview(missing, 5)}; the model needs "
+                f"{self.feature_names[0]}..{self.feature_names[-1]} by name; columns present: "
+                f"{columns_preview(header)}"
             )
-    features = np.empty((len(rows), len(columns)), dtype=np.float64)
-    for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
-        for j, column in enumerate(columns):
-            value = row.get(column)
-            if not _is_number(value) or not np.isfinite(float(value)):
-                raise ValueError(f"{path} line {line}: column {column!r} is not a finite number: {value!r}")
-            features[i, j] = float(value)
-    return features.astype(np.float32)
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+        features = np.empty((len(rows), len(self.feature_names)), dtype=np.float32)
+        for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
+            try:
+                features[i] = [float(row[name]) for name in self.feature_names]
+            except (KeyError, TypeError, ValueError) as error:
+                raise DataError(f"{path} line {line}: every feature must be a number ({error})") from None
+            if not np.isfinite(features[i]).all():
+                column = self.feature_names[int(np.argmin(np.isfinite(features[i])))]
+                raise DataError(f"{path} line {line}: non-finite value in column {column}")
+        if self.standardize:
+            if self.mean is None:
+                raise RuntimeError("predict_dataset needs the training statistics: load_state_dict first")
+            features = (features - self.mean) / self.std
+        return TensorInputs(torch.from_numpy(features))

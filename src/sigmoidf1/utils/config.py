@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from sigmoidf1.utils.logging import get_logger
+from sigmoidf1.utils.secrets import scrub, scrub_run_files, secret_keys_in
 
 log = get_logger(__name__)
 
@@ -40,8 +41,12 @@ def route_lightning_logs_through_root() -> None:
 
 
 def apply_extras(cfg: DictConfig) -> None:
-    """Apply ``cfg.extras``: silence harmless warnings, print and save the config tree."""
+    """Apply ``cfg.extras``: silence harmless warnings, print and save the config tree.
+
+    Also masks secrets in the config files Hydra wrote to the run directory (see ``protect_secrets``).
+    """
     route_lightning_logs_through_root()
+    protect_secrets(cfg)
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         for pattern in _HARMLESS_WARNINGS:
@@ -55,13 +60,40 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
     """Print the resolved config as a rich tree (rank zero) and optionally save it as text."""
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
     keys = [k for k in PRINT_ORDER if k in cfg] + [k for k in cfg if k not in PRINT_ORDER]
+    resolved = scrub(OmegaConf.to_container(cfg, resolve=True))  # secrets masked
     for key in keys:
         branch = tree.add(key, style="bold", guide_style="dim")
-        value = cfg[key]
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        value = resolved[key]
+        text = OmegaConf.to_yaml(OmegaConf.create(value)) if isinstance(value, dict) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
     rich.print(tree)
     if save_to is not None:
         save_to.parent.mkdir(parents=True, exist_ok=True)
         with open(save_to, "w") as handle:
             rich.print(tree, file=handle)
+
+
+@rank_zero_only
+def protect_secrets(cfg: DictConfig) -> None:
+    """Mask secrets in ``<run dir>/.hydra/*.yaml`` and warn about secret-named config keys.
+
+    Checkpoints, logger hyperparameters and the printed config are masked where they are written
+    (``sigmoidf1.utils.secrets.scrub``); this handles the files Hydra wrote before the run started.
+    """
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for name in secret_keys_in(resolved):
+        log.warning(f"config key '{name}' looks like a secret: it is masked (***) in everything "
+                    "the run writes; prefer environment variables (e.g. WANDB_API_KEY)")
+    output_dir = cfg.get("paths", {}).get("output_dir")
+    if output_dir:
+        scrub_run_files(output_dir, resolved, extra_files=_multirun_files())
+
+
+def _multirun_files() -> tuple[Path, ...]:
+    """``<sweep dir>/multirun.yaml`` in a multirun (it lists the overrides of every job)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ()
+    return (Path(HydraConfig.get().sweep.dir) / "multirun.yaml",)

@@ -1,0 +1,137 @@
+"""Leave a resumable checkpoint when training is stopped by SIGTERM, Ctrl-C or a crash.
+
+Lightning handles SIGTERM by finishing the current batch and raising ``SIGTERMException``;
+``InterruptCheckpoint`` then saves ``<dirpath>/interrupted.ckpt`` (what Lightning's
+``OnExceptionCheckpoint`` does, without its side effect of making every ``fit`` look for a checkpoint
+to resume from when none is given), from which ``sigmoidf1-train ckpt_path=...`` resumes exactly (the data
+loader skips the batches already seen, the random states are restored). Ctrl-C gets the same
+treatment: the first press stops after the current batch, a second press quits at once without a
+checkpoint (a step cut in the middle is not a state worth resuming).
+
+No checkpoint is written when the error is a diverged training (``FloatingPointError``) or the
+weights are not finite, nor when training had not started (a bad config or data file), nor after
+an error in a distributed run (saving is collective: the other processes would never join; SIGTERM
+is broadcast to every process by Lightning, so it still saves).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from sigmoidf1.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+_last_signal: str | None = None
+_saved: str | None = None
+
+
+def last_signal() -> str | None:
+    """``"SIGINT"`` after a graceful Ctrl-C, else ``None`` (SIGTERM is Lightning's own)."""
+    return _last_signal
+
+
+def saved_checkpoint() -> str | None:
+    """The interrupt checkpoint written by this process, if any."""
+    return _saved
+
+
+def parameters_are_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+class InterruptCheckpoint(L.Callback):
+    """Save ``<dirpath>/<filename>.ckpt`` when fitting stops on an exception (SIGTERM, Ctrl-C, crash).
+
+    The file is removed when a later fit in the same directory completes (it would be stale).
+
+    Args:
+        dirpath: the run's checkpoint directory.
+        filename: file name without ``.ckpt``.
+        graceful_ctrl_c: make the first Ctrl-C stop after the current batch (like SIGTERM).
+    """
+
+    def __init__(self, dirpath: str, filename: str = "interrupted", graceful_ctrl_c: bool = True) -> None:
+        if not filename:
+            raise ValueError("InterruptCheckpoint needs a file name")
+        self.dirpath = str(dirpath)
+        self.filename = filename
+        self.graceful_ctrl_c = graceful_ctrl_c
+        self._previous_handler: Any = None
+
+    @property
+    def ckpt_path(self) -> str:
+        return str(Path(self.dirpath) / f"{self.filename}.ckpt")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:  # reached only when fit ended normally
+            Path(self.ckpt_path).unlink(missing_ok=True)
+
+    # --- Ctrl-C ---------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has registered its SIGTERM handler by now (and restores all handlers at teardown)
+        if self.graceful_ctrl_c and threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_ctrl_c()
+
+    def _restore_ctrl_c(self) -> None:
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_handler)
+        self._previous_handler = None
+
+    def _on_ctrl_c(self, signum: int, frame: Any) -> None:
+        global _last_signal
+        if _last_signal == "SIGINT":
+            self._restore_ctrl_c()
+            raise KeyboardInterrupt
+        _last_signal = "SIGINT"
+        log.warning("Ctrl-C: stopping after the current batch and saving a resumable checkpoint "
+                    "(press Ctrl-C again to quit at once, without a checkpoint)")
+        # hand over to Lightning's SIGTERM path: stop at the end of the batch, then raise
+        signal.raise_signal(signal.SIGTERM)
+
+    # --- the checkpoint -------------------------------------------------------------------------
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        self._restore_ctrl_c()
+        if trainer.state.fn != "fit" or trainer.global_step == 0:
+            return  # nothing trained yet (e.g. a bad config or data file): nothing to resume
+        if isinstance(exception, KeyboardInterrupt):
+            log.warning("Quit at once: no checkpoint written (the last one in the checkpoint "
+                        "directory, if any, is the most recent resumable state)")
+            return
+        if isinstance(exception, FloatingPointError) or not parameters_are_finite(pl_module):
+            log.warning("Training diverged: no checkpoint written (it would hold non-finite values)")
+            return
+        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
+            # saving is collective; after an error on one process the others never join
+            log.warning("No interrupt checkpoint: the error happened on one process of a distributed "
+                        "run (resume from the last checkpoint)")
+            return
+        global _saved
+        try:
+            trainer.save_checkpoint(self.ckpt_path, weights_only=False)
+        except Exception as error:  # never hide the original exception behind this one
+            log.warning(f"Could not save the interrupt checkpoint {self.ckpt_path}: {error}")
+            return
+        _saved = self.ckpt_path
+        epoch = trainer.current_epoch
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        reason = type(exception).__name__
+        if reason == "SIGTERMException":
+            reason = _last_signal or "SIGTERM"
+        log.warning(
+            f"Stopped by {reason} in epoch {epoch} after {batches} batch(es) (global step "
+            f"{trainer.global_step}). Saved a resumable checkpoint: {self.ckpt_path}\n"
+            f"Resume with: sigmoidf1-train ckpt_path={self.ckpt_path} (and the same overrides)"
+        )
+

@@ -1,0 +1,151 @@
+"""User errors: a clear message and a non-zero exit instead of a wall of traceback.
+
+The entry points run their work inside ``report_errors``. Errors that come from the user's input
+(a config value, a data file, a checkpoint) are printed as one short message and end the process
+with exit code 2 (configuration) or 1 (data, checkpoint, diverged training); the full traceback
+still goes to the run's log file. Anything else is a bug and keeps its traceback. Set
+``HYDRA_FULL_ERROR=1`` to get the traceback of every error.
+
+Signals: a run stopped by SIGTERM exits with 143 and Ctrl-C with 130 (128 + the signal number),
+after the interrupt checkpoint was written (see ``sigmoidf1.callbacks.InterruptCheckpoint``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXIT_ERROR = 1          # bad data, bad checkpoint, diverged training
+EXIT_CONFIG = 2         # bad configuration value (the usual exit code of command-line usage errors)
+EXIT_SIGINT = 130       # 128 + SIGINT
+EXIT_SIGTERM = 143      # 128 + SIGTERM
+
+
+class UserError(Exception):
+    """An error in what the user supplied; shown as its message, without traceback."""
+
+    exit_code = EXIT_ERROR
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that cannot work (names the key, the value and what is allowed)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class DataError(UserError, ValueError):
+    """A data file that cannot be used (names the file and what is wrong in it)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be loaded (names the file)."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    return (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError,
+            FloatingPointError, MisconfigurationException, MissingMandatoryValue)
+
+
+def describe(error: BaseException) -> tuple[str, int] | None:
+    """``(message, exit code)`` when ``error`` is a user error, else ``None`` (a bug)."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(error, InstantiationException):
+        # Hydra wraps whatever a constructor raised; the inner message is the useful one
+        text = str(error)
+        key = re.search(r"full_key:\s*(\S+)", text)
+        target = re.search(r"target '([^']+)'", text)
+        cause = error.__cause__
+        inner = f"{cause}" if cause is not None else text.splitlines()[-1]
+        where = f"`{key.group(1)}`" if key else "the config"
+        made = f" ({target.group(1)})" if target else ""
+        return f"invalid config in {where}{made}: {inner}", EXIT_CONFIG
+    if isinstance(error, MissingMandatoryValue):
+        key = getattr(error, "full_key", None) or "a required key"
+        return f"missing required value: {key} (pass it on the command line, e.g. {key}=...)", EXIT_CONFIG
+    if isinstance(error, _user_error_types()):
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        code = getattr(error, "exit_code", EXIT_ERROR)
+        if isinstance(error, MisconfigurationException):
+            code = EXIT_CONFIG
+        message = str(error) or type(error).__name__
+        if isinstance(error, FileNotFoundError) and error.filename and error.filename not in message:
+            message = f"{message}: {error.filename}"
+        return message, code
+    return None
+
+
+def _log_traceback_to_files(error: BaseException) -> None:
+    """Write the traceback to the log files only (the console gets the short message)."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    record = logging.LogRecord("sigmoidf1", logging.ERROR, __file__, 0,
+                               "traceback of the error above:\n%s", (text,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr (red on a terminal) and in the log files."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/bold red] {message}", markup=True
+    )
+    record = logging.LogRecord("sigmoidf1", logging.ERROR, __file__, 0, "error: %s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # no Hydra context (called from Python)
+        return False
+
+
+@contextmanager
+def report_errors() -> Iterator[None]:
+    """Turn user errors and interruptions raised inside into a message and an exit code.
+
+    In a multirun the error is re-raised after the message so that the sweeper decides what to
+    do with the failed job; ``HYDRA_FULL_ERROR=1`` re-raises everything with its traceback.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        yield
+    except SIGTERMException:
+        from sigmoidf1.callbacks.interrupt import last_signal, saved_checkpoint
+
+        name = last_signal() or "SIGTERM"
+        saved = saved_checkpoint()
+        print_error(f"stopped by {name}" + (f"; resume with ckpt_path={saved}" if saved else ""))
+        sys.exit(EXIT_SIGINT if name == "SIGINT" else EXIT_SIGTERM)
+    except KeyboardInterrupt:
+        print_error("interrupted (Ctrl-C)")
+        sys.exit(EXIT_SIGINT)
+    except Exception as error:
+        described = describe(error)
+        if described is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        message, code = described
+        print_error(message)
+        _log_traceback_to_files(error)
+        if _in_multirun():
+            raise
+        sys.exit(code)

@@ -49,6 +49,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from sigmoidf1.data.distributed import UnrepeatedDistributedSampler
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -214,7 +215,9 @@ def _dataset_size_if_interleaved(trainer: L.Trainer) -> int | None:
     loaders = trainer.test_dataloaders
     loader = loaders[0] if isinstance(loaders, Sequence) else loaders
     sampler = getattr(loader, "sampler", None)
-    if type(sampler) is DistributedSampler and not sampler.shuffle and not sampler.drop_last:
+    # Lightning's padded sampler and our unpadded one both deal positions r, r + W, ... to rank r
+    interleaved = type(sampler) in (DistributedSampler, UnrepeatedDistributedSampler)
+    if interleaved and not sampler.shuffle and not sampler.drop_last:
         return len(sampler.dataset)
     return None
 

@@ -10,7 +10,9 @@ order rotates between repeats), where one sample is ``inner`` iterations of
 ``loss = fn(logits, targets); loss.backward()`` with ``inner`` chosen so that the reference takes
 about ``--min-sample-ms``. Reported: the median time per iteration and its ratio to the median of
 the reference ``torch.nn.functional.binary_cross_entropy_with_logits`` ("bce_ref", no input
-checks; the registered ``bce`` validates its inputs). Threads are left at torch's default.
+checks; the registered ``bce`` validates its inputs). Threads are left at torch's default
+unless ``--threads`` is given. On a busy machine wall-clock ratios are unreliable (the load
+average is printed); ``--clock cpu`` measures process CPU time instead.
 """
 
 from __future__ import annotations
@@ -35,13 +37,17 @@ from sigmoidf1.losses import available_losses, get_loss  # noqa: E402
 REFERENCE = "bce_ref"
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def time_once(fn: Callable, logits: torch.Tensor, targets: torch.Tensor, inner: int) -> float:
     """Seconds per forward+backward, averaged over ``inner`` back-to-back iterations."""
-    start = time.perf_counter()
+    start = clock()
     for _ in range(inner):
         logits.grad = None
         fn(logits, targets).backward()
-    return (time.perf_counter() - start) / inner
+    return (clock() - start) / inner
 
 
 def bench_labels(
@@ -130,11 +136,24 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall = perf_counter; cpu = process CPU time of all threads (robust to other load)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 30)
     min_sample_ms = args.min_sample_ms or (5.0 if args.quick else 20.0)
     warmup = 1 if args.quick else args.warmup
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCKS[args.clock]
 
     losses: dict[str, Callable] = {REFERENCE: F.binary_cross_entropy_with_logits}
     for name in args.losses or available_losses():
@@ -148,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print_table(results, args.batch)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} repeats; "
+        f"{args.clock} clock, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{repeats} repeats; "
         f"1-min load average {load_before:.2f} before, {load_after:.2f} after"
     )
     if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1):
@@ -156,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "batch": args.batch,
         "repeats": repeats,
+        "clock": args.clock,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),

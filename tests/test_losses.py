@@ -472,8 +472,8 @@ def test_callable_metric_gets_tp_fp_fn_tn(average):
     value = sigmoid_metric_loss(logits, targets, metric=f1, average=average)
     assert value.item() == pytest.approx(sigmoid_f1_loss(logits, targets, average=average).item())
     assert seen["shape"] == ((5,) if average == "macro" else ())
-    mcc_like = get_loss("sigmoid_metric", metric=lambda tp, fp, fn, tn: tn / (tn + fp))
-    assert mcc_like(logits, targets).item() == pytest.approx(
+    specificity = get_loss("sigmoid_metric", metric=lambda tp, fp, fn, tn: tn / (tn + fp))
+    assert specificity(logits, targets).item() == pytest.approx(
         ref_family(REF_METRICS["specificity"], logits, targets)
     )
 

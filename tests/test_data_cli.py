@@ -59,7 +59,7 @@ def test_csv_image_trains_with_a_torchvision_backbone_from_the_command_line(work
         write_image(workdir / "images" / f"{i}.png", color)
         rows.append({"image": f"images/{i}.png", "labels": [label, "any"]})
     data = write_text_file(workdir / "labels.csv", rows)
-    result = run_cli("train", "data=csv_image", f"data.path={data}", "data.image_size=32",
+    result = run_cli("train", "data=csv_image", f"data.path={data}", "data.image_size=32", "data.batch_size=8",
                      "data.num_workers=0", "model/backbone=torchvision", "model.backbone.name=resnet18",
                      *SHORT, *QUIET, cwd=workdir)
     run_dir = run_dir_from_output(result)

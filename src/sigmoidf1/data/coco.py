@@ -22,6 +22,7 @@ import numpy as np
 
 from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.images import ImageDataModule
+from sigmoidf1.utils.errors import DataError
 
 
 def read_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bool = False
@@ -40,11 +41,11 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bo
         content = json.load(handle)
     for key in ("images", "annotations", "categories"):
         if key not in content:
-            raise ValueError(f"{annotation_file}: no '{key}' entry (not a COCO instances file?)")
+            raise DataError(f"{annotation_file}: no '{key}' entry (not a COCO instances file?)")
     try:
         return _multi_hot(content, annotation_file, image_dir, keep_empty)
     except KeyError as error:
-        raise ValueError(f"{annotation_file}: an entry lacks the key {error} (not a COCO instances file?)") from None
+        raise DataError(f"{annotation_file}: an entry lacks the key {error} (not a COCO instances file?)") from None
 
 
 def _multi_hot(content: dict, annotation_file: Path, image_dir: Path, keep_empty: bool
@@ -58,9 +59,9 @@ def _multi_hot(content: dict, annotation_file: Path, image_dir: Path, keep_empty
     for annotation in content["annotations"]:
         cid, iid = int(annotation["category_id"]), int(annotation["image_id"])
         if cid not in column:
-            raise ValueError(f"{annotation_file}: annotation {annotation.get('id')} has unknown category_id {cid}")
+            raise DataError(f"{annotation_file}: annotation {annotation.get('id')} has unknown category_id {cid}")
         if iid not in row:
-            raise ValueError(f"{annotation_file}: annotation {annotation.get('id')} has unknown image_id {iid}")
+            raise DataError(f"{annotation_file}: annotation {annotation.get('id')} has unknown image_id {iid}")
         targets[row[iid], column[cid]] = 1.0
     paths = [image_dir / image["file_name"] for image in content["images"]]
     if not keep_empty:
@@ -106,7 +107,7 @@ class CocoDataModule(ImageDataModule):
         train_paths, train_targets, names, ids = read_coco(*self._files(self.train_split), self.keep_empty)
         test_paths, test_targets, test_names, test_ids = read_coco(*self._files(self.test_split), self.keep_empty)
         if test_ids != ids:
-            raise ValueError(
+            raise DataError(
                 f"{self._files(self.test_split)[0]} and {self._files(self.train_split)[0]} list "
                 "different categories"
             )

@@ -13,6 +13,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+from sigmoidf1.utils.errors import DataError
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,7 +35,7 @@ def verify_integrity(path: str | Path, integrity: str) -> None:
         raise ValueError(f"malformed integrity string {integrity!r}: expected '<algorithm>-<base64>'")
     actual = file_integrity(path, algorithm)
     if actual != integrity:
-        raise ValueError(
+        raise DataError(
             f"{path} fails its integrity check (expected {integrity}, got {actual}): the file is "
             "corrupt or not the expected release; delete it to download it again"
         )

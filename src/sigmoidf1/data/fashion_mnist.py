@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sigmoidf1.data.images import ImageDataModule, ImagePreprocessing
+from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -52,12 +53,12 @@ def read_idx(path: str | Path) -> np.ndarray:
         data = handle.read()
     magic = int.from_bytes(data[:4], "big")
     if magic >> 8 != 0x08 or magic & 0xFF not in (1, 3):
-        raise ValueError(f"{path}: not an unsigned-byte idx file (magic {magic:#010x})")
+        raise DataError(f"{path}: not an unsigned-byte idx file (magic {magic:#010x})")
     ndim = magic & 0xFF
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: truncated ({array.size} bytes of {int(np.prod(shape))})")
+        raise DataError(f"{path}: truncated ({array.size} bytes of {int(np.prod(shape))})")
     return array.reshape(shape)
 
 
@@ -103,7 +104,7 @@ def compose(images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Gener
     """
     cells = grid * grid
     if not 1 <= min_objects <= max_objects <= cells:
-        raise ValueError(f"need 1 <= min_objects <= max_objects <= {cells}, got {min_objects}, {max_objects}")
+        raise ConfigError(f"need 1 <= min_objects <= max_objects <= {cells}, got {min_objects}, {max_objects}")
     count = rng.integers(min_objects, max_objects + 1, size=n)
     order = np.argsort(rng.random((n, cells)), axis=1)  # a random permutation of the cells per row
     occupied = np.zeros((n, cells), dtype=bool)
@@ -179,7 +180,7 @@ class MultiFashionMNISTDataModule(ImageDataModule):
     ) -> None:
         super().__init__(image_size=ARTICLE * grid, channels=1, augment=augment, **loader_kwargs)
         if not 0.0 < val_article_fraction < 1.0:
-            raise ValueError(f"val_article_fraction must be in (0, 1), got {val_article_fraction}")
+            raise ConfigError(f"val_article_fraction must be in (0, 1), got {val_article_fraction}")
         self.data_dir = data_dir
         self.source_dir = source_dir
         self.download = download

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from sigmoidf1.data.base import MultilabelDataModule
 from sigmoidf1.data.records import read_records
+from sigmoidf1.utils.errors import ConfigError, DataError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -40,15 +41,15 @@ class ImagePreprocessing:
     def __init__(self, image_size: int, channels: int, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None) -> None:
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
         if image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
+            raise ConfigError(f"image_size must be >= 1, got {image_size}")
         default_mean, default_std = default_normalisation(channels)
         mean, std = list(mean or default_mean), list(std or default_std)
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean and std need {channels} value(s) each, got {mean} and {std}")
+            raise ConfigError(f"mean and std need {channels} value(s) each, got {mean} and {std}")
         if min(std) <= 0:
-            raise ValueError(f"std must be positive, got {std}")
+            raise ConfigError(f"std must be positive, got {std}")
         self.image_size, self.channels = int(image_size), int(channels)
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self._mean = torch.tensor(self.mean).view(-1, 1, 1)
@@ -84,7 +85,7 @@ def open_image(path: str | Path, where: str = "") -> Image.Image:
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{where}{': ' if where else ''}cannot read image {path} ({error})") from None
+        raise DataError(f"{where}{': ' if where else ''}cannot read image {path} ({error})") from None
     return image
 
 
@@ -163,7 +164,7 @@ class ImageDataModule(MultilabelDataModule):
 def resolve_image_path(value: Any, base: Path, where: str) -> Path:
     """An image path from a file cell: relative paths are taken from ``base``; must exist."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: expected an image path, got {value!r}")
+        raise DataError(f"{where}: expected an image path, got {value!r}")
     file = Path(value.strip())
     file = file if file.is_absolute() else base / file
     if not file.is_file():

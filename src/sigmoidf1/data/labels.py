@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from sigmoidf1.utils.errors import DataError
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -31,10 +32,10 @@ def parse_labels(value: Any, separator: str, where: str) -> list[str]:
         names = value.split(separator) if separator else [value]
     elif isinstance(value, (list, tuple)):
         if not all(isinstance(name, str) for name in value):
-            raise ValueError(f"{where}: labels must be a list of strings, got {value!r}")
+            raise DataError(f"{where}: labels must be a list of strings, got {value!r}")
         names = list(value)
     else:
-        raise ValueError(
+        raise DataError(
             f"{where}: malformed labels {value!r}: expected a {separator!r}-separated string "
             "(CSV) or a list of strings (JSON Lines)"
         )
@@ -45,7 +46,7 @@ def label_vocabulary(label_sets: Sequence[Sequence[str]], source: str = "the tra
     """The sorted label names occurring in ``label_sets``; raises when there are none."""
     names = sorted({name for labels in label_sets for name in labels})
     if not names:
-        raise ValueError(
+        raise DataError(
             f"{source} has no labels at all: a multilabel classifier needs at least one label"
         )
     return names

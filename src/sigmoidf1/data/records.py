@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from sigmoidf1.utils.errors import DataError
+
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
@@ -28,7 +30,7 @@ def file_format(path: str | Path) -> str:
         return suffix[1:]
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
-    raise ValueError(
+    raise DataError(
         f"{path}: unknown file type {suffix or '(no suffix)'!r}; expected .csv, .tsv, .jsonl, "
         ".ndjson or .json (JSON Lines), optionally followed by .gz"
     )
@@ -69,7 +71,7 @@ def read_records(
         else:
             rows, lines, header = _read_csv(handle, path, CSV_SUFFIXES[f".{kind}"], columns or ())
     if not rows:
-        raise ValueError(f"{path}: no data rows")
+        raise DataError(f"{path}: no data rows")
     return rows, lines, header
 
 
@@ -86,7 +88,7 @@ def _read_csv(
     try:
         header = [name.strip() for name in next(reader)]
     except StopIteration:
-        raise ValueError(f"{path}: empty file (no header line)") from None
+        raise DataError(f"{path}: empty file (no header line)") from None
     for column in columns:
         if column not in header:
             raise _missing_column(path, column, header)
@@ -97,7 +99,7 @@ def _read_csv(
             start = reader.line_num + 1
             continue  # blank line
         if len(fields) != len(header):
-            raise ValueError(
+            raise DataError(
                 f"{path} line {start}: {len(fields)} fields where the header has {len(header)}"
             )
         rows.append(dict(zip(header, fields, strict=True)))
@@ -117,9 +119,9 @@ def _read_jsonl(
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number}: not valid JSON ({error.msg})") from None
+            raise DataError(f"{path} line {number}: not valid JSON ({error.msg})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
         if not header:
             header = list(row)
         for column in columns:

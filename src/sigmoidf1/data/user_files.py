@@ -17,6 +17,7 @@ import numpy as np
 from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.labels import label_vocabulary, multi_hot, parse_labels, report_unknown_labels
 from sigmoidf1.data.records import read_records
+from sigmoidf1.utils.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -87,7 +88,7 @@ def labelled_splits(
     ends up empty (naming the split and its file).
     """
     if bool(path) == bool(train_path):
-        raise ValueError(
+        raise ConfigError(
             "give either `path` (one file, split at random) or `train_path` (with optional "
             f"`val_path` and `test_path`), not {'both' if path else 'neither'}"
         )
@@ -114,7 +115,7 @@ def labelled_splits(
             own_file = {"val": val_path, "test": test_path}.get(name)
             carved = name != "train" and not own_file
             hint = f": add rows or raise {name}_fraction" if carved else ""
-            raise ValueError(f"the {name} split is empty (from {own_file or path or train_path}){hint}")
+            raise DataError(f"the {name} split is empty (from {own_file or path or train_path}){hint}")
     return splits
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sigmoidf1.data.images import ImageDataModule
+from sigmoidf1.utils.errors import DataError
 
 CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -36,12 +37,12 @@ def read_voc_annotation(path: str | Path, use_difficult: bool) -> list[str]:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as error:
-        raise ValueError(f"{path}: malformed XML ({error})") from None
+        raise DataError(f"{path}: malformed XML ({error})") from None
     names = []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in CLASSES:
-            raise ValueError(f"{path}: unknown VOC class {name!r} (known: {', '.join(CLASSES)})")
+            raise DataError(f"{path}: unknown VOC class {name!r} (known: {', '.join(CLASSES)})")
         if use_difficult or (obj.findtext("difficult") or "0").strip() != "1":
             names.append(name)
     return names

@@ -102,7 +102,8 @@ class MultilabelClassifier(L.LightningModule):
         """Threshold-shifted probabilities: ``>= 0.5`` exactly where ``sigmoid(logits) >= thresholds``."""
         return shift_to_threshold(logits, self.thresholds)
 
-    def _step(self, batch: tuple[Any, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Any, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+        """``(loss, logits)`` of one batch; updates and logs the stage's metrics."""
         inputs, targets = batch
         logits = self(inputs)
         loss = self.loss_fn(logits, targets)
@@ -117,16 +118,17 @@ class MultilabelClassifier(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(self.predict_proba(logits.detach()), targets.int())
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
-        return loss
+        return loss, logits
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    # Evaluation steps return the logits for callbacks (`on_*_batch_end`), e.g. threshold tuning.
+    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")[1].detach()
 
-    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")[1].detach()
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sigmoidf1.backbones import build_backbone
-from sigmoidf1.metrics import build_metrics, shift_to_threshold
+from sigmoidf1.metrics import ChunkedUpdates, build_metrics, shift_to_threshold
 
 CHECKPOINT_KEY = "sigmoidf1"
 STAGES = ("train", "val", "test")
@@ -84,9 +84,11 @@ class MultilabelClassifier(L.LightningModule):
         self.register_buffer(
             "thresholds", torch.full((len(self.label_names),), float(self.initial_threshold))
         )
+        self._metric_updates = {}
         for stage in STAGES:
             metrics = build_metrics(len(self.label_names), f"{stage}/", self.ap_thresholds)
             setattr(self, f"{stage}_metrics", metrics)
+            self._metric_updates[stage] = ChunkedUpdates(metrics)
 
     def setup(self, stage: str) -> None:
         if not self.is_built:
@@ -113,12 +115,51 @@ class MultilabelClassifier(L.LightningModule):
                 "stopping before a NaN checkpoint is written (lower the learning rate, check the inputs)"
             )
         batch_size = targets.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(self.predict_proba(logits.detach()), targets.int())
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        if stage == "train":
+            self._log_train_loss(loss.detach(), batch_size)
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                     sync_dist=True)
+        self._metric_updates[stage].add(self.predict_proba(logits.detach()), targets.int())
         return loss, logits
+
+    # Speed on small models (benchmarks/throughput.py): a Lightning `log` call or a metric update
+    # per training step costs more than a small model's step. Metrics are updated in chunks of
+    # batches and logged once per epoch (Lightning computes, syncs and resets logged Metric
+    # objects); the training loss is logged only on the steps loggers record. Same values.
+    def _log_train_loss(self, loss: Tensor, batch_size: int) -> None:
+        """``train/loss_step`` every ``log_every_n_steps``; the epoch mean ``train/loss_epoch``
+        (weighted by batch size, this process's batches) at the epoch's end."""
+        self._train_loss_sum = self._train_loss_sum + loss * batch_size
+        self._train_loss_count += batch_size
+        every = self.trainer.log_every_n_steps
+        if self.trainer.fast_dev_run or (every and (self.global_step + 1) % every == 0):
+            self.log("train/loss_step", loss, prog_bar=True, batch_size=batch_size)
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        self._metric_updates[stage].flush()
+        self.log_dict(getattr(self, f"{stage}_metrics"))
+
+    def on_train_epoch_start(self) -> None:
+        self._metric_updates["train"].clear()
+        self._train_loss_sum, self._train_loss_count = 0.0, 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._metric_updates["val"].clear()
+
+    def on_test_epoch_start(self) -> None:
+        self._metric_updates["test"].clear()
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_loss_count:
+            self.log("train/loss_epoch", self._train_loss_sum / self._train_loss_count, prog_bar=True)
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]

@@ -52,6 +52,7 @@ COMMON = [
     "extras.print_config=false",
     "callbacks.progress_bar=null",
     "callbacks.model_summary=null",
+    "callbacks.per_label_report=null",
     "++trainer.enable_progress_bar=false",
 ]
 

@@ -17,8 +17,12 @@ import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sigmoidf1.backbones import MLP
-from sigmoidf1.callbacks import ThresholdTuning, best_f1_thresholds
-from sigmoidf1.callbacks.thresholds import _gather_rows, f1_scores
+from sigmoidf1.callbacks.thresholds import (
+    ThresholdTuning,
+    _gather_rows,
+    best_f1_thresholds,
+    f1_scores,
+)
 from sigmoidf1.data import YeastDataModule
 from sigmoidf1.losses import get_loss
 from sigmoidf1.module import MultilabelClassifier
@@ -223,7 +227,7 @@ def test_callback_needs_logits_from_the_steps(tmp_path):
         default_root_dir=tmp_path,
         enable_model_summary=False,
     )
-    with pytest.raises(TypeError, match="return the logits"):
+    with pytest.raises(TypeError, match="needs validation_step to return"):
         trainer.fit(model, datamodule=data)
 
 

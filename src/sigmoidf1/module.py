@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from sigmoidf1.backbones import build_backbone
 from sigmoidf1.metrics import ChunkedUpdates, build_metrics, shift_to_threshold
@@ -89,6 +90,9 @@ class MultilabelClassifier(L.LightningModule):
             metrics = build_metrics(len(self.label_names), f"{stage}/", self.ap_thresholds)
             setattr(self, f"{stage}_metrics", metrics)
             self._metric_updates[stage] = ChunkedUpdates(metrics)
+            # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean
+            # truncates the averaged batch size to an integer when ranks' batches differ in size)
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
 
     def setup(self, stage: str) -> None:
         if not self.is_built:
@@ -105,7 +109,7 @@ class MultilabelClassifier(L.LightningModule):
         return shift_to_threshold(logits, self.thresholds)
 
     def _step(self, batch: tuple[Any, Tensor], stage: str) -> tuple[Tensor, Tensor]:
-        """``(loss, logits)`` of one batch; updates and logs the stage's metrics."""
+        """Loss and metrics of one batch; returns ``(loss, logits)``."""
         inputs, targets = batch
         logits = self(inputs)
         loss = self.loss_fn(logits, targets)
@@ -115,34 +119,29 @@ class MultilabelClassifier(L.LightningModule):
                 "stopping before a NaN checkpoint is written (lower the learning rate, check the inputs)"
             )
         batch_size = targets.shape[0]
-        if stage == "train":
-            self._log_train_loss(loss.detach(), batch_size)
-        else:
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size,
-                     sync_dist=True)
+        getattr(self, f"{stage}_loss").update(loss.detach(), batch_size)
+        if stage == "train" and self._is_logging_step():
+            self.log("train/loss_step", loss.detach(), prog_bar=True, batch_size=batch_size)
         self._metric_updates[stage].add(self.predict_proba(logits.detach()), targets.int())
         return loss, logits
 
     # Speed on small models (benchmarks/throughput.py): a Lightning `log` call or a metric update
-    # per training step costs more than a small model's step. Metrics are updated in chunks of
-    # batches and logged once per epoch (Lightning computes, syncs and resets logged Metric
-    # objects); the training loss is logged only on the steps loggers record. Same values.
-    def _log_train_loss(self, loss: Tensor, batch_size: int) -> None:
-        """``train/loss_step`` every ``log_every_n_steps``; the epoch mean ``train/loss_epoch``
-        (weighted by batch size, this process's batches) at the epoch's end."""
-        self._train_loss_sum = self._train_loss_sum + loss * batch_size
-        self._train_loss_count += batch_size
+    # per step costs more than a small model's training step. So the loss mean and the metrics
+    # are logged once per epoch (as Metric objects: Lightning computes, syncs and resets them),
+    # the metrics are updated in chunks of batches (same values), and the step loss is logged
+    # only on the steps that loggers record.
+    def _is_logging_step(self) -> bool:
         every = self.trainer.log_every_n_steps
-        if self.trainer.fast_dev_run or (every and (self.global_step + 1) % every == 0):
-            self.log("train/loss_step", loss, prog_bar=True, batch_size=batch_size)
+        return bool(self.trainer.fast_dev_run) or bool(every and (self.global_step + 1) % every == 0)
 
-    def _log_epoch_metrics(self, stage: str) -> None:
+    def _log_epoch(self, stage: str) -> None:
         self._metric_updates[stage].flush()
+        loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
+        self.log(loss_name, getattr(self, f"{stage}_loss"), prog_bar=True)
         self.log_dict(getattr(self, f"{stage}_metrics"))
 
     def on_train_epoch_start(self) -> None:
         self._metric_updates["train"].clear()
-        self._train_loss_sum, self._train_loss_count = 0.0, 0
 
     def on_validation_epoch_start(self) -> None:
         self._metric_updates["val"].clear()
@@ -151,25 +150,24 @@ class MultilabelClassifier(L.LightningModule):
         self._metric_updates["test"].clear()
 
     def on_train_epoch_end(self) -> None:
-        if self._train_loss_count:
-            self.log("train/loss_epoch", self._train_loss_sum / self._train_loss_count, prog_bar=True)
-        self._log_epoch_metrics("train")
+        self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
+        self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
+        self._log_epoch("test")
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]
 
-    # Evaluation steps return the logits for callbacks (`on_*_batch_end`), e.g. threshold tuning.
-    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "val")[1].detach()
+    # Evaluation steps return {"logits": [batch, num_labels]} for callbacks (`on_*_batch_end`):
+    # threshold tuning, the per-label report.
+    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {"logits": self._step(batch, "val")[1].detach()}
 
-    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "test")[1].detach()
+    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {"logits": self._step(batch, "test")[1].detach()}
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch

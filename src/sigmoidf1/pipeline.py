@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
+from sigmoidf1.utils.distributed import one_job_per_launch
 from sigmoidf1.utils.instantiate import instantiate_dict
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.results import print_metrics_table, scalar_metrics, write_json
+from sigmoidf1.utils.wandb_run import finish_wandb, wandb_callbacks, with_wandb_run
 
 log = get_logger(__name__)
 
@@ -40,9 +42,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = instantiate_dict(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks += wandb_callbacks(loggers)  # the W&B run id goes into checkpoints (resume continues it)
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+@one_job_per_launch
+@with_wandb_run  # W&B: offline fallback, resume id, wandb.finish() (utils/wandb_run.py)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the validation and test metrics.
 
@@ -79,6 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print_metrics_table(test_metrics, title="Test metrics")
         metrics |= test_metrics
 
+    finish_wandb()  # wandb prints its run summary when it finishes: keep the run directory last
     log.info(f"Run directory: {output_dir}")
     return metrics
 
@@ -104,6 +110,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+@one_job_per_launch
+@with_wandb_run
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint with the data/model config stored inside it; write ``test_metrics.json``."""
     apply_extras(cfg)
@@ -116,11 +124,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(data_cfg)
     model = build_model(stored)
     trainer = build_trainer(cfg)
+    for logger in trainer.loggers:  # this job's config, and the training config of the checkpoint
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "trained_with": model.run_config})
     trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path), weights_only=True,
                  verbose=False)
     metrics = scalar_metrics(trainer.callback_metrics, "test/")
     output_dir = Path(cfg.paths.output_dir)
     write_json(metrics, output_dir / TEST_METRICS_FILE)
     print_metrics_table(metrics, title=f"Test metrics of {cfg.ckpt_path}")
+    finish_wandb()
     log.info(f"Run directory: {output_dir}")
     return metrics

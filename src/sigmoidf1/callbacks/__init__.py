@@ -1,5 +1,2 @@
-"""Lightning callbacks of the template: threshold tuning."""
-
-from sigmoidf1.callbacks.thresholds import ThresholdTuning, best_f1_thresholds
-
-__all__ = ["ThresholdTuning", "best_f1_thresholds"]
+"""Lightning callbacks: threshold tuning (``thresholds``), the per-label test report (``report``),
+and the W&B run id stored in checkpoints."""

@@ -114,7 +114,7 @@ class ThresholdTuning(Callback):
     - ``test_untuned/<metric>``: every test metric at the fixed threshold, next to ``test/<metric>``
       at the tuned thresholds. ``map_macro`` is threshold-free, so the two agree on it.
 
-    Needs ``validation_step`` and ``test_step`` to return the logits ``[batch, num_labels]`` and
+    Needs ``validation_step`` and ``test_step`` to return ``{"logits": [batch, num_labels]}`` and
     batches ``(inputs, targets)``, as ``MultilabelClassifier`` does. Under DDP, Lightning's
     ``DistributedSampler`` may repeat a few validation examples to even out the shards; they are
     included in the search.
@@ -231,16 +231,15 @@ class ThresholdTuning(Callback):
 
 
 def _checked_logits(outputs: Any, pl_module: L.LightningModule, hook: str) -> Tensor:
-    if (
-        not isinstance(outputs, Tensor)
-        or outputs.ndim != 2
-        or outputs.shape[1] != len(pl_module.thresholds)
-    ):
+    """The logits a step returned: ``{"logits": [batch, L]}`` (or the tensor itself)."""
+    logits = outputs.get("logits") if isinstance(outputs, dict) else outputs
+    num_labels = len(pl_module.thresholds)
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[1] != num_labels:
         raise TypeError(
-            f"ThresholdTuning needs {hook} to return the logits [batch, {len(pl_module.thresholds)}]; "
-            f"got {type(outputs).__name__}{tuple(outputs.shape) if isinstance(outputs, Tensor) else ''}"
+            f"ThresholdTuning needs {hook} to return {{'logits': [batch, {num_labels}]}}; got "
+            f"{type(outputs).__name__}{tuple(logits.shape) if isinstance(logits, Tensor) else ''}"
         )
-    return outputs.detach()
+    return logits.detach()
 
 
 def _gather_rows(pl_module: L.LightningModule, rows: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ After ``setup()`` it exposes:
 
 ``batch_size`` is the **global** batch size: under a distributed strategy each process loads
 ``batch_size // world_size`` examples, so a config means the same optimisation whatever the number
-of devices.
+of devices. Validation and test batches come from ``UnrepeatedDistributedSampler`` there: every
+example is evaluated exactly once, so the metrics equal those of one process (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from sigmoidf1.data.distributed import UnrepeatedDistributedSampler, check_even_batches
 
 
 class MultilabelDataModule(L.LightningDataModule):
@@ -81,8 +84,20 @@ class MultilabelDataModule(L.LightningDataModule):
             )
         return global_batch_size // world_size
 
+    def _eval_sampler(self, dataset: Dataset, per_device_batch_size: int) -> Sampler | None:
+        """Under a distributed strategy, a sampler that gives every rank a disjoint, unpadded share
+        of an evaluation split (``None`` on one process: Lightning then keeps the order)."""
+        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        if not kwargs or kwargs["num_replicas"] == 1:
+            return None
+        split = next((name for name in ("val", "test", "train")
+                      if getattr(self, f"{name}_set") is dataset), "evaluation")
+        check_even_batches(len(dataset), per_device_batch_size, kwargs["num_replicas"], split)
+        return UnrepeatedDistributedSampler(dataset, kwargs["num_replicas"], kwargs["rank"])
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         batch_size = self._per_device(batch_size)
+        sampler = None if shuffle else self._eval_sampler(dataset, batch_size)
         if shuffle and self.drop_last and batch_size > len(dataset):
             raise ValueError(
                 f"batch size {batch_size} is larger than the training split ({len(dataset)} "
@@ -92,6 +107,7 @@ class MultilabelDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=self.drop_last and shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

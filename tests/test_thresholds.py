@@ -17,9 +17,9 @@ import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sigmoidf1.backbones import MLP
+from sigmoidf1.callbacks.report import gather_rows
 from sigmoidf1.callbacks.thresholds import (
     ThresholdTuning,
-    _gather_rows,
     best_f1_thresholds,
     f1_scores,
 )
@@ -251,7 +251,8 @@ def _ddp_rank(rank: int, port: int, out_dir: str) -> None:
             all_gather=lambda t: _all_gather_ddp_if_available(t),
         )
         logits, targets = _rank_rows(rank)
-        all_logits, all_targets = _gather_rows(module, logits), _gather_rows(module, targets)
+        all_logits = gather_rows(module, logits, None)
+        all_targets = gather_rows(module, targets, None)
         tuned = ThresholdTuning().tune(all_logits, all_targets, fixed=0.5)
         torch.save({"logits": all_logits, "tuned": tuned}, Path(out_dir) / f"rank{rank}.pt")
         dist.destroy_process_group()

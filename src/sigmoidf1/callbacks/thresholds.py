@@ -28,6 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from sigmoidf1.callbacks.report import gather_rows
 from sigmoidf1.metrics import build_metrics, shift_to_threshold
 
 MODES = ("per_label", "global")
@@ -115,9 +116,9 @@ class ThresholdTuning(Callback):
       at the tuned thresholds. ``map_macro`` is threshold-free, so the two agree on it.
 
     Needs ``validation_step`` and ``test_step`` to return ``{"logits": [batch, num_labels]}`` and
-    batches ``(inputs, targets)``, as ``MultilabelClassifier`` does. Under DDP, Lightning's
-    ``DistributedSampler`` may repeat a few validation examples to even out the shards; they are
-    included in the search.
+    batches ``(inputs, targets)``, as ``MultilabelClassifier`` does. Under DDP the search sees the
+    examples of every rank, each once with the template's DataModules (their evaluation sampler does
+    not pad; a padding sampler's repeated examples would be included).
 
     Args:
         mode: ``"per_label"`` or ``"global"``.
@@ -181,8 +182,9 @@ class ThresholdTuning(Callback):
         if trainer.sanity_checking:
             return
         empty = pl_module.thresholds.new_zeros((0, len(pl_module.thresholds)))
-        logits = _gather_rows(pl_module, torch.cat(self._logits) if self._logits else empty)
-        targets = _gather_rows(pl_module, torch.cat(self._targets) if self._targets else empty)
+        # all ranks' rows (ranks may hold different numbers), so every rank picks the same thresholds
+        logits = gather_rows(pl_module, torch.cat(self._logits) if self._logits else empty, None)
+        targets = gather_rows(pl_module, torch.cat(self._targets) if self._targets else empty, None)
         self._logits.clear()
         self._targets.clear()
         if logits.shape[0] == 0:
@@ -240,14 +242,3 @@ def _checked_logits(outputs: Any, pl_module: L.LightningModule, hook: str) -> Te
             f"{type(outputs).__name__}{tuple(logits.shape) if isinstance(logits, Tensor) else ''}"
         )
     return logits.detach()
-
-
-def _gather_rows(pl_module: L.LightningModule, rows: Tensor) -> Tensor:
-    """Concatenate ``rows [n_rank, ...]`` of every process (uneven ``n_rank`` allowed), rank order."""
-    if pl_module.trainer.world_size == 1:
-        return rows
-    sizes = pl_module.all_gather(torch.tensor(rows.shape[0], device=rows.device)).flatten()
-    padded = rows.new_zeros((int(sizes.max()), *rows.shape[1:]))
-    padded[: rows.shape[0]] = rows
-    gathered = pl_module.all_gather(padded)  # [world_size, max_rows, ...]
-    return torch.cat([gathered[rank, : int(size)] for rank, size in enumerate(sizes)])

@@ -305,6 +305,12 @@ def markdown_report(records: list[dict], sweep: list[dict], note: str) -> str:
         ]
         for dataset in datasets:
             entries = [r for r in sweep if r["dataset"] == dataset]
+            entries.sort(
+                key=lambda r: next(
+                    (i for i, p in enumerate(SIGMOID_F1_GRID) if p == r["loss_params"]),
+                    len(SIGMOID_F1_GRID),
+                )
+            )
             if not entries:
                 continue
             chosen = max(entries, key=lambda r: r["best_val_f1_macro"])
@@ -313,6 +319,17 @@ def markdown_report(records: list[dict], sweep: list[dict], note: str) -> str:
                 mark = "yes" if r is chosen else ""
                 lines.append(f"| {dataset} | `{params}` | {r['best_val_f1_macro']:.3f} | {mark} |")
         lines.append("")
+    budget = records[0].get("budget", "full")
+    lines += ["## Setup", "", "Every run: `" + " ".join(COMMON) + "`, plus per dataset:", ""]
+    for dataset in datasets:
+        lines.append(f"- {dataset}: `" + " ".join(BUDGETS[dataset][budget]) + "`")
+    walls = [r["wall_time_s"] for r in [*records, *sweep]]
+    lines += [
+        "",
+        f"{len(records)} runs and {len(sweep)} sweep runs; the sum of their wall times is "
+        f"{sum(walls) / 60:.1f} min (runs go two at a time, one thread each).",
+        "",
+    ]
     lines += [
         "## Runs",
         "",
@@ -362,9 +379,10 @@ def plot(records: list[dict], path: Path) -> None:
             ax.set_xticks(range(len(metrics)), [LABELS[m] for m in metrics], fontsize=8)
             ax.set_title(f"{dataset}: test, {title}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower left")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(LOSSES), fontsize=8)
     fig.suptitle("Test F1 by loss (mean ± std over seeds)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -192,8 +192,9 @@ class ThresholdTuning(Callback):
         self.tuned = self.tune(logits, targets, pl_module.initial_threshold)
         predicted = logits >= torch.logit(self.tuned.to(logits.device))
         micro, macro = f1_scores(predicted, targets)
-        pl_module.log(f"{TUNED_VAL_PREFIX}f1_micro", micro.float(), sync_dist=False)
-        pl_module.log(f"{TUNED_VAL_PREFIX}f1_macro", macro.float(), sync_dist=False)
+        # equal on every rank already: sync_dist averages equal values (and silences Lightning)
+        pl_module.log(f"{TUNED_VAL_PREFIX}f1_micro", micro.float(), sync_dist=True)
+        pl_module.log(f"{TUNED_VAL_PREFIX}f1_macro", macro.float(), sync_dist=True)
         if trainer.state.fn != "fit":  # `trainer.validate`: use the thresholds from now on
             pl_module.thresholds.copy_(self.tuned)
 
@@ -203,6 +204,14 @@ class ThresholdTuning(Callback):
         state = checkpoint.get("state_dict", {})
         if self.tuned is not None and "thresholds" in state:
             state["thresholds"] = self.tuned.to(state["thresholds"].device).clone()
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # resuming: until the next validation epoch, checkpoints keep the thresholds loaded
+        stored = checkpoint.get("state_dict", {}).get("thresholds")
+        if stored is not None:
+            self.tuned = stored.detach().clone()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.tuned is not None:
@@ -228,7 +237,7 @@ class ThresholdTuning(Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         values = self._untuned_metrics.compute()  # synchronised across processes by torchmetrics
-        pl_module.log_dict({k: v.float() for k, v in values.items()}, sync_dist=False)
+        pl_module.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True)
         self._untuned_metrics = None
 
 

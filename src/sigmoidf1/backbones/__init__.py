@@ -4,9 +4,21 @@ A backbone is an ``nn.Module`` with an ``out_features`` attribute; ``MultilabelC
 linear head. Configs instantiate backbones with ``_partial_: true``; the facts that depend on the data
 (``in_features``, ``vocab_size``, ``in_channels`` ...) are filled in by ``build_backbone`` from the
 DataModule's ``backbone_inputs``, so nobody types them by hand.
+
+| class                 | config                          | inputs                                     |
+|-----------------------|---------------------------------|--------------------------------------------|
+| ``MLP``               | ``model/backbone=mlp``          | float ``[batch, in_features]``             |
+| ``CNN``               | ``model/backbone=cnn``          | float ``[batch, in_channels, H, W]``       |
+| ``TorchvisionBackbone`` | ``model/backbone=torchvision`` | float ``[batch, in_channels, H, W]``       |
+| ``EmbeddingBag``      | ``model/backbone=embedding_bag`` | ``{"input_ids", "attention_mask"}`` ``[batch, T]`` |
+| ``TransformerBackbone`` | ``model/backbone=transformer`` | ``{"input_ids", "attention_mask"}`` ``[batch, T]`` |
 """
 
 from sigmoidf1.backbones.build import build_backbone
+from sigmoidf1.backbones.cnn import CNN
+from sigmoidf1.backbones.embedding_bag import EmbeddingBag
 from sigmoidf1.backbones.mlp import MLP
+from sigmoidf1.backbones.torchvision_model import TorchvisionBackbone
+from sigmoidf1.backbones.transformer import TransformerBackbone
 
-__all__ = ["MLP", "build_backbone"]
+__all__ = ["CNN", "MLP", "EmbeddingBag", "TorchvisionBackbone", "TransformerBackbone", "build_backbone"]

@@ -1,6 +1,38 @@
-"""One LightningDataModule per dataset, plus the shared base class."""
+"""One LightningDataModule per dataset, plus the shared base classes.
+
+| class                          | config                    | inputs                                   |
+|--------------------------------|---------------------------|------------------------------------------|
+| ``YeastDataModule``            | ``data=yeast``            | float ``[batch, 103]``                   |
+| ``ReutersDataModule``          | ``data=reuters``          | ``{"input_ids", "attention_mask"}``      |
+| ``CsvTextDataModule``          | ``data=csv_text``         | ``{"input_ids", "attention_mask"}``      |
+| ``MultiFashionMNISTDataModule``| ``data=multi_fashion_mnist`` | float ``[batch, 1, 56, 56]``          |
+| ``CocoDataModule``             | ``data=coco``             | float ``[batch, 3, size, size]``         |
+| ``VocDataModule``              | ``data=voc``              | float ``[batch, 3, size, size]``         |
+| ``CsvImageDataModule``         | ``data=csv_image``        | float ``[batch, channels, size, size]``  |
+
+Targets are always float ``[batch, num_labels]`` in {0, 1}.
+"""
 
 from sigmoidf1.data.base import MultilabelDataModule
+from sigmoidf1.data.coco import CocoDataModule
+from sigmoidf1.data.csv_image import CsvImageDataModule
+from sigmoidf1.data.csv_text import CsvTextDataModule
+from sigmoidf1.data.fashion_mnist import MultiFashionMNISTDataModule
+from sigmoidf1.data.images import ImageDataModule
+from sigmoidf1.data.reuters import ReutersDataModule
+from sigmoidf1.data.text_base import TextDataModule
+from sigmoidf1.data.voc import VocDataModule
 from sigmoidf1.data.yeast import YeastDataModule
 
-__all__ = ["MultilabelDataModule", "YeastDataModule"]
+__all__ = [
+    "CocoDataModule",
+    "CsvImageDataModule",
+    "CsvTextDataModule",
+    "ImageDataModule",
+    "MultiFashionMNISTDataModule",
+    "MultilabelDataModule",
+    "ReutersDataModule",
+    "TextDataModule",
+    "VocDataModule",
+    "YeastDataModule",
+]

@@ -12,6 +12,13 @@ After ``setup()`` it exposes:
 ``batch_size // world_size`` examples, so a config means the same optimisation whatever the number
 of devices. Validation and test batches come from ``UnrepeatedDistributedSampler`` there: every
 example is evaluated exactly once, so the metrics equal those of one process (``distributed.py``).
+
+For prediction on new data, ``state_dict()`` holds everything needed to preprocess new inputs without
+the training data (label names, scaler statistics, vocabulary, tokenizer, image size and
+normalisation) as plain Python data, so that checkpoints load with ``torch.load(weights_only=True)``;
+``load_state_dict(state)`` restores it on a freshly constructed DataModule, and
+``predict_dataset(path)`` reads a user file of inputs into a dataset that yields ``inputs`` in the
+training format (no targets).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sigmoidf1.data.distributed import UnrepeatedDistributedSampler, check_even_batches
@@ -73,6 +81,35 @@ class MultilabelDataModule(L.LightningDataModule):
     def _load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # --- prediction -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Preprocessing state saved in checkpoints (plain Python data). Subclasses extend it."""
+        return {"label_names": list(self.label_names)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s output; Lightning also calls it when testing a checkpoint.
+
+        Raises ``ValueError`` when this DataModule was already set up with different labels (the
+        checkpoint belongs to another dataset).
+        """
+        names = list(state.get("label_names", []))
+        if self.label_names and names and names != list(self.label_names):
+            raise ValueError(
+                f"{type(self).__name__}: the checkpoint's {len(names)} labels differ from this "
+                f"dataset's {len(self.label_names)} labels; was it trained on other data?"
+            )
+        self.label_names = names
+
+    def predict_dataset(self, path: str) -> Dataset:
+        """A dataset of the inputs in the user file ``path``, in the training ``inputs`` format.
+
+        Works after ``setup()`` or ``load_state_dict()``. Items are inputs only (no targets).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support prediction from files: implement "
+            "predict_dataset(path) returning a Dataset that yields the model's inputs"
+        )
+
     # --- loaders --------------------------------------------------------------------------------
     def _per_device(self, global_batch_size: int) -> int:
         """The per-process batch size for a global one; errors when it does not divide."""
@@ -122,6 +159,19 @@ class MultilabelDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+
+class TensorInputs(Dataset):
+    """Inputs without targets (prediction): item ``i`` is ``inputs[i]``."""
+
+    def __init__(self, inputs: Tensor) -> None:
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.inputs[index]
 
 
 def split_indices(

@@ -3,6 +3,10 @@
 The file ships inside the ``river`` wheel (``river.datasets.Yeast().path``), so no network is used.
 Splits are random from ``seed``; features are standardised with the mean and standard deviation of
 the training split only, and those statistics travel in the checkpoint (``state_dict``).
+
+Prediction (``predict_dataset``) reads a CSV/TSV/JSONL(.gz) file of feature rows: the columns
+``Att1`` .. ``Att103`` when all are present, otherwise the first 103 columns whose every value is a
+number (in file order; other columns, e.g. an id, are ignored).
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ import csv
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from sigmoidf1.data.base import MultilabelDataModule, split_indices
+from sigmoidf1.data.base import MultilabelDataModule, TensorInputs, split_indices
+from sigmoidf1.data.records import read_records
 
 NUM_FEATURES = 103
 NUM_LABELS = 14
+FEATURE_NAMES = [f"Att{i}" for i in range(1, NUM_FEATURES + 1)]
 
 
 def river_yeast_path() -> Path:
@@ -97,9 +104,64 @@ class YeastDataModule(MultilabelDataModule):
 
         self.train_set, self.val_set, self.test_set = subset(train), subset(val), subset(test)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Preprocessing needed to apply a trained model to new rows (saved in checkpoints)."""
-        state = {"label_names": list(self.label_names)}
+        state = super().state_dict()
         if self.mean is not None:
             state |= {"mean": self.mean.tolist(), "std": self.std.tolist()}
         return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "mean" in state:
+            self.mean = np.asarray(state["mean"], dtype=np.float32)
+            self.std = np.asarray(state["std"], dtype=np.float32)
+        self.backbone_inputs = {"in_features": NUM_FEATURES}
+
+    def predict_dataset(self, path: str) -> Dataset:
+        """Feature rows of a user file (see the module docstring), standardised like training.
+
+        Items: ``float32 [103]``.
+        """
+        features = read_feature_rows(path, FEATURE_NAMES)
+        if self.standardize:
+            if self.mean is None:
+                raise RuntimeError("YeastDataModule: call setup() or load_state_dict() first")
+            features = (features - self.mean) / self.std
+        return TensorInputs(torch.from_numpy(features.astype(np.float32)))
+
+
+def read_feature_rows(path: str | Path, names: list[str]) -> np.ndarray:
+    """``float32 [rows, len(names)]`` from the columns ``names``, or else from the first
+    ``len(names)`` all-numeric columns. Raises ``ValueError`` naming the file, line and column of a
+    non-numeric or non-finite value, or when too few numeric columns exist."""
+    rows, lines, header = read_records(path)
+    if all(name in header for name in names):
+        columns = names
+    else:
+        columns = [c for c in header if all(_is_number(row.get(c)) for row in rows)][: len(names)]
+        if len(columns) < len(names):
+            raise ValueError(
+                f"{path}: needs the columns {names[0]}..{names[-1]} or {len(names)} numeric columns; "
+                f"found {len(columns)} numeric column(s) among {', '.join(header)}"
+            )
+    features = np.empty((len(rows), len(columns)), dtype=np.float64)
+    for i, (row, line) in enumerate(zip(rows, lines, strict=True)):
+        for j, column in enumerate(columns):
+            value = row.get(column)
+            if not _is_number(value) or not np.isfinite(float(value)):
+                raise ValueError(f"{path} line {line}: column {column!r} is not a finite number: {value!r}")
+            features[i, j] = float(value)
+    return features.astype(np.float32)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

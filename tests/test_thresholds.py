@@ -1,0 +1,302 @@
+"""Threshold tuning: the exact F1 search, the callback inside a real fit/test, and the CLI path."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+import torch.multiprocessing as mp
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from sigmoidf1.backbones import MLP
+from sigmoidf1.callbacks.report import gather_rows
+from sigmoidf1.callbacks.thresholds import (
+    ThresholdTuning,
+    best_f1_thresholds,
+    f1_scores,
+)
+from sigmoidf1.data import YeastDataModule
+from sigmoidf1.losses import get_loss
+from sigmoidf1.module import MultilabelClassifier
+from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
+
+
+def brute_force_f1(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Best F1 of ``scores >= c`` over every candidate c (each distinct score, and above all)."""
+    best = 0.0
+    for c in [*torch.unique(scores).tolist(), float("inf")]:
+        predicted = scores >= c
+        tp = (predicted & (targets == 1)).sum().item()
+        denominator = predicted.sum().item() + targets.sum().item()
+        best = max(best, 2 * tp / denominator if denominator else 0.0)
+    return best
+
+
+def f1_at(scores: torch.Tensor, targets: torch.Tensor, threshold: float) -> float:
+    predicted = scores >= threshold
+    tp = (predicted & (targets == 1)).sum().item()
+    denominator = predicted.sum().item() + targets.sum().item()
+    return 2 * tp / denominator if denominator else 0.0
+
+
+# --- the search ---------------------------------------------------------------------------------
+def test_hand_built_cases():
+    # top 3 predicted positive: F1 = 2*2 / (3 + 2) = 0.8 beats top 1 (0.667); cut between 0.7 and 0.1
+    scores = torch.tensor([[0.9], [0.8], [0.7], [0.1]])
+    targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    thresholds, f1, has_positive = best_f1_thresholds(scores, targets)
+    assert thresholds.item() == pytest.approx(0.4) and f1.item() == pytest.approx(0.8)
+    assert has_positive.item()
+
+    # tied scores go together: the positive cannot be split from the tied negative
+    scores = torch.tensor([[1.0], [1.0], [0.0]])
+    targets = torch.tensor([[1.0], [0.0], [0.0]])
+    thresholds, f1, _ = best_f1_thresholds(scores, targets)
+    assert f1.item() == pytest.approx(2 / 3) and thresholds.item() == pytest.approx(0.5)
+
+    # everything positive: the threshold falls below the lowest score
+    scores = torch.tensor([[2.0], [-3.0]])
+    thresholds, f1, _ = best_f1_thresholds(scores, torch.ones(2, 1))
+    assert f1.item() == 1.0 and thresholds.item() < -3.0
+
+
+def test_label_without_positives_keeps_the_fallback():
+    scores = torch.randn(20, 3)
+    targets = torch.zeros(20, 3)
+    targets[:5, 0] = 1
+    thresholds, f1, has_positive = best_f1_thresholds(scores, targets, fallback=0.25)
+    assert has_positive.tolist() == [True, False, False]
+    assert thresholds[1:].tolist() == [0.25, 0.25] and f1[1:].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_search_matches_brute_force(seed):
+    generator = torch.Generator().manual_seed(seed)
+    n, labels = 60, 7
+    # rounded scores create many ties; label rates from 2% to 60%; one label without positives
+    scores = (torch.randn(n, labels, generator=generator) * 2).round(decimals=1)
+    rates = torch.linspace(0.02, 0.6, labels)
+    targets = (torch.rand(n, labels, generator=generator) < rates).float()
+    targets[:, 3] = 0
+    thresholds, f1, has_positive = best_f1_thresholds(scores, targets)
+    for label in range(labels):
+        expected = brute_force_f1(scores[:, label], targets[:, label])
+        assert f1[label].item() == pytest.approx(expected, abs=1e-12)
+        # the returned threshold achieves it
+        achieved = f1_at(scores[:, label], targets[:, label], thresholds[label].item())
+        assert achieved == pytest.approx(expected, abs=1e-12)
+    assert has_positive[3].item() is False
+
+
+def test_global_mode_maximises_pooled_micro_f1():
+    generator = torch.Generator().manual_seed(3)
+    logits = (torch.randn(50, 5, generator=generator) * 3).round(decimals=1) - 1
+    targets = (torch.rand(50, 5, generator=generator) < 0.3).float()
+    tuned = ThresholdTuning(mode="global", max_abs_logit=100).tune(logits, targets, fixed=0.5)
+    assert torch.all(tuned == tuned[0])
+    micro, _ = f1_scores(logits >= torch.logit(tuned), targets)
+    assert micro.item() == pytest.approx(
+        brute_force_f1(logits.flatten(), targets.flatten()), abs=1e-6
+    )
+
+
+def test_per_label_tuning_beats_or_equals_the_fixed_threshold_on_its_data():
+    generator = torch.Generator().manual_seed(1)
+    targets = (torch.rand(200, 6, generator=generator) < 0.2).float()
+    logits = 2 * targets + torch.randn(200, 6, generator=generator) - 2.5  # biased low
+    tuned = ThresholdTuning().tune(logits, targets, fixed=0.5)
+    _, macro_fixed = f1_scores(logits >= 0, targets)
+    _, macro_tuned = f1_scores(logits >= torch.logit(tuned), targets)
+    assert macro_tuned > macro_fixed + 0.1
+
+
+def test_bad_inputs_fail_with_a_message():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ThresholdTuning(mode="per_class")
+    with pytest.raises(ValueError, match=r"\[N, L\]"):
+        best_f1_thresholds(torch.zeros(4, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        best_f1_thresholds(torch.tensor([[float("nan")]]), torch.ones(1, 1))
+    with pytest.raises(ValueError, match="no examples"):
+        best_f1_thresholds(torch.zeros(0, 2), torch.zeros(0, 2))
+
+
+# --- the callback in a real fit / test ------------------------------------------------------------
+def fit_yeast(
+    tmp_path: Path, callbacks: list, seed: int = 0
+) -> tuple[L.Trainer, MultilabelClassifier, dict]:
+    """Fit 3 epochs on Yeast, then test the best checkpoint; also return the metrics after fit."""
+    L.seed_everything(seed, workers=True)
+    data = YeastDataModule(seed=seed, batch_size=128, eval_batch_size=512)
+    model = MultilabelClassifier(
+        backbone=functools.partial(MLP, hidden_sizes=[32], dropout=0.0),
+        loss=get_loss("bce"),
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path, monitor="val/f1_macro", mode="max", save_last=True
+    )
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        num_sanity_val_steps=0,
+        callbacks=[checkpoint, *callbacks],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    fit_metrics = dict(trainer.callback_metrics)
+    trainer.test(model, datamodule=data, ckpt_path=checkpoint.best_model_path, verbose=False)
+    return trainer, model, fit_metrics
+
+
+def test_callback_tunes_into_checkpoint_and_test_but_leaves_fit_metrics_alone(tmp_path):
+    plain_trainer, _, plain_fit = fit_yeast(tmp_path / "plain", [])
+    trainer, model, tuned_fit = fit_yeast(tmp_path / "tuned", [ThresholdTuning()])
+    plain, tuned = plain_trainer.callback_metrics, trainer.callback_metrics
+
+    # fitting is unchanged: same train/validation metrics, same selected checkpoint
+    for name in ("val/f1_macro", "val/f1_micro", "train/f1_macro", "val/loss"):
+        assert tuned_fit[name].item() == pytest.approx(plain_fit[name].item(), abs=1e-7), name
+    assert tuned_fit["val_tuned/f1_macro"] >= tuned_fit["val/f1_macro"] - 1e-6
+    # the fixed-threshold test metrics equal the run without the callback
+    for name in ("f1_macro", "f1_micro", "f1_samples", "card_mae", "map_macro"):
+        assert tuned[f"test_untuned/{name}"].item() == pytest.approx(
+            plain[f"test/{name}"].item(), abs=1e-6
+        )
+
+    # the best checkpoint stores thresholds tuned on its epoch; test used them and they changed things
+    best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    stored = best["state_dict"]["thresholds"]
+    assert not torch.allclose(stored, torch.full_like(stored, 0.5))
+    assert torch.equal(model.thresholds, stored)
+    assert tuned["test/f1_macro"].item() != pytest.approx(
+        tuned["test_untuned/f1_macro"].item(), abs=1e-4
+    )
+    assert tuned["test/map_macro"].item() == pytest.approx(
+        tuned["test_untuned/map_macro"].item(), abs=1e-6
+    )
+
+    # a model rebuilt from the checkpoint predicts with the stored thresholds
+    rebuilt = MultilabelClassifier.load_from_checkpoint(
+        trainer.checkpoint_callback.best_model_path,
+        weights_only=False,
+        backbone=functools.partial(MLP, hidden_sizes=[32], dropout=0.0),
+        loss=get_loss("bce"),
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+    )
+    assert torch.equal(rebuilt.thresholds, stored)
+
+
+def test_global_mode_stores_one_threshold(tmp_path):
+    _, model, _ = fit_yeast(tmp_path, [ThresholdTuning(mode="global")])
+    assert torch.all(model.thresholds == model.thresholds[0])
+    assert model.thresholds[0].item() != 0.5
+
+
+def test_callback_needs_logits_from_the_steps(tmp_path):
+    class NoOutputs(MultilabelClassifier):
+        def validation_step(self, batch, batch_idx):
+            super().validation_step(batch, batch_idx)
+
+    data = YeastDataModule(seed=0, batch_size=256)
+    model = NoOutputs(
+        backbone=functools.partial(MLP, hidden_sizes=[8]),
+        loss=get_loss("bce"),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        limit_train_batches=1,
+        enable_checkpointing=False,
+        callbacks=[ThresholdTuning()],
+        default_root_dir=tmp_path,
+        enable_model_summary=False,
+    )
+    with pytest.raises(TypeError, match="needs validation_step to return"):
+        trainer.fit(model, datamodule=data)
+
+
+# --- DDP: every rank gathers every rank's rows and picks the same thresholds ----------------------
+def _rank_rows(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 + rank)
+    rows = 5 if rank == 0 else 9  # uneven on purpose
+    logits = torch.randn(rows, 4, generator=generator)
+    return logits, (torch.rand(rows, 4, generator=generator) < 0.4).float()
+
+
+def _ddp_rank(rank: int, port: int, out_dir: str) -> None:
+    try:
+        import torch.distributed as dist
+        from lightning.fabric.utilities.distributed import _all_gather_ddp_if_available
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
+        module = SimpleNamespace(
+            trainer=SimpleNamespace(world_size=2),
+            all_gather=lambda t: _all_gather_ddp_if_available(t),
+        )
+        logits, targets = _rank_rows(rank)
+        all_logits = gather_rows(module, logits, None)
+        all_targets = gather_rows(module, targets, None)
+        tuned = ThresholdTuning().tune(all_logits, all_targets, fixed=0.5)
+        torch.save({"logits": all_logits, "tuned": tuned}, Path(out_dir) / f"rank{rank}.pt")
+        dist.destroy_process_group()
+    except Exception:
+        (Path(out_dir) / f"rank{rank}.error").write_text(traceback.format_exc())
+
+
+@pytest.mark.slow
+def test_gather_under_two_gloo_processes(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_rank, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    errors = list(tmp_path.glob("*.error"))
+    assert not errors, errors[0].read_text()
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    expected_logits = torch.cat([_rank_rows(0)[0], _rank_rows(1)[0]])
+    expected_targets = torch.cat([_rank_rows(0)[1], _rank_rows(1)[1]])
+    assert torch.equal(rank0["logits"], expected_logits) and torch.equal(
+        rank1["logits"], expected_logits
+    )
+    single = ThresholdTuning().tune(expected_logits, expected_targets, fixed=0.5)
+    assert torch.equal(rank0["tuned"], single) and torch.equal(rank1["tuned"], single)
+
+
+# --- the CLI: `callbacks=tuned` ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_tuned_run_and_eval_use_the_stored_thresholds(workdir):
+    result = run_cli(
+        "train", "callbacks=tuned", "loss=bce", "trainer.max_epochs=3", *QUIET, cwd=workdir
+    )
+    run_dir = run_dir_from_output(result)
+    metrics = read_json(run_dir / "test_metrics.json")
+    assert {"test/f1_macro", "test_untuned/f1_macro", "test_untuned/card_mae"} <= set(metrics)
+    assert metrics["test/f1_macro"] != pytest.approx(metrics["test_untuned/f1_macro"], abs=1e-4)
+
+    best = next((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    assert torch.load(best, weights_only=True)["state_dict"]["thresholds"].ne(0.5).any()
+    evaluation = run_cli(
+        "eval",
+        f"ckpt_path={best}",
+        "callbacks.progress_bar=null",
+        "extras.print_config=false",
+        cwd=workdir,
+    )
+    eval_metrics = read_json(run_dir_from_output(evaluation) / "test_metrics.json")
+    assert eval_metrics["test/f1_macro"] == pytest.approx(metrics["test/f1_macro"], abs=1e-6)

@@ -21,8 +21,8 @@ from omegaconf import read_write
 from torch.utils.data import DistributedSampler, TensorDataset
 
 from sigmoidf1.data.base import MultilabelDataModule
-from sigmoidf1.data.distributed import UnrepeatedDistributedSampler, check_even_batches
-from sigmoidf1.utils.distributed import check_shared_run_dir, relaunch_this_job, single_job_argv
+from sigmoidf1.data.samplers import UnrepeatedDistributedSampler, check_even_batches
+from sigmoidf1.utils.ddp_relaunch import check_shared_run_dir, relaunch_this_job, single_job_argv
 from tests.conftest import REPO_ROOT, read_json, run_cli, run_dir_from_output
 from tests.test_configs import compose_train
 from tests.test_train import DESIGN_TEST_METRICS

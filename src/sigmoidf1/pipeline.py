@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
-from sigmoidf1.utils.distributed import one_job_per_launch
+from sigmoidf1.utils.ddp_relaunch import one_job_per_launch
 from sigmoidf1.utils.errors import CheckpointError
 from sigmoidf1.utils.instantiate import instantiate_dict
 from sigmoidf1.utils.logging import get_logger

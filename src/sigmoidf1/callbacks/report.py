@@ -49,7 +49,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from sigmoidf1.data.distributed import UnrepeatedDistributedSampler
+from sigmoidf1.data.samplers import UnrepeatedDistributedSampler
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)

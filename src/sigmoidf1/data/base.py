@@ -11,7 +11,7 @@ After ``setup()`` it exposes:
 ``batch_size`` is the **global** batch size: under a distributed strategy each process loads
 ``batch_size // world_size`` examples, so a config means the same optimisation whatever the number
 of devices. Validation and test batches come from ``UnrepeatedDistributedSampler`` there: every
-example is evaluated exactly once, so the metrics equal those of one process (``distributed.py``).
+example is evaluated exactly once, so the metrics equal those of one process (``samplers.py``).
 
 For prediction on new data, ``state_dict()`` holds everything needed to preprocess new inputs without
 the training data (label names, scaler statistics, vocabulary, tokenizer, image size and
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sigmoidf1.data.distributed import UnrepeatedDistributedSampler, check_even_batches
+from sigmoidf1.data.samplers import UnrepeatedDistributedSampler, check_even_batches
 from sigmoidf1.data.resumable import ResumableDataLoader
 from sigmoidf1.utils.errors import ConfigError, DataError
 

@@ -8,7 +8,7 @@
 Every registered loss also exists as a function (``sigmoid_f1_loss``, ``bce_loss``, ...).
 Files: ``registry.py`` (names), ``confusion.py`` (soft counts and metrics), ``family.py``
 (sigmoidF1 family), ``baselines.py`` (bce, focal, asl, zlpr), ``validation.py`` (checks),
-``distributed.py`` (summing counts over ranks with gradients).
+(summing counts over ranks with gradients: ``sigmoidf1.utils.distributed``).
 """
 
 from sigmoidf1.losses.baselines import (

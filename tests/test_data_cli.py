@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import shutil
 
-import hydra
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from sigmoidf1.module import CHECKPOINT_KEY
-from sigmoidf1.pipeline import build_model, load_checkpoint
+from sigmoidf1.checkpoints import load_trained
 from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
 from tests.data_fixtures import text_rows, write_image, write_text_file
 
@@ -22,14 +20,8 @@ SHORT = ["trainer.max_epochs=2", "callbacks.early_stopping=null", "callbacks.per
 
 def rebuild_for_prediction(checkpoint_path):
     """What `sigmoidf1-predict` does: model and DataModule from the checkpoint alone."""
-    checkpoint = load_checkpoint(checkpoint_path)  # weights_only=True
-    stored = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
-    datamodule = hydra.utils.instantiate(stored.data)
-    datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
-    model = build_model(stored)
-    model.build(checkpoint[CHECKPOINT_KEY]["backbone_inputs"], checkpoint[CHECKPOINT_KEY]["label_names"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return stored, datamodule, model.eval()
+    model, datamodule = load_trained(checkpoint_path)  # weights_only=True
+    return OmegaConf.create(model.hparams.run_config), datamodule, model
 
 
 @pytest.mark.slow

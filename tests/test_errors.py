@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from sigmoidf1.data.yeast import river_yeast_path
-from tests.conftest import CONFIG_DIR, QUIET, run_cli
+from tests.conftest import QUIET, run_cli
 
 
 def yeast_rows(n: int = 40) -> tuple[list[str], list[list[str]]]:
@@ -83,8 +82,6 @@ def test_csv_without_label_column_lists_the_columns_present(workdir, cli):
           "columns present: gene_id, Att1, Att2")
 
 
-@pytest.mark.skipif(not (CONFIG_DIR / "data" / "csv_text.yaml").exists(),
-                    reason="the csv_text DataModule comes with the `data` branch")
 def test_text_csv_without_label_column_lists_the_columns_present(workdir, cli):
     path = workdir / "texts.csv"
     path.write_text("id,text\n1,good movie\n2,bad movie\n3,fine\n")
@@ -108,8 +105,6 @@ def test_non_finite_features_are_refused(workdir, cli, bad):
           "non-finite feature value in data row 2")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sigmoidf1.losses.registry") is None,
-                    reason="the loss package is not merged yet")
 def test_unknown_option_value_names_the_value_and_the_choices(cli):
     message = fails(cli("train", *QUIET, "loss.average=median"), 2, "`loss`", "median", "macro",
                     "micro")

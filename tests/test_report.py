@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,10 +13,10 @@ from sigmoidf1.callbacks.report import (
     FIGURE_FILES,
     PER_LABEL_COLUMNS,
     PerLabelReport,
-    gather_rows,
     label_count_table,
     per_label_stats,
 )
+from sigmoidf1.utils.distributed import join_ranks
 from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
 
 
@@ -109,38 +108,19 @@ def test_label_count_table_counts_examples_per_number_of_labels():
 
 
 # --- DDP gathering, with a stand-in for LightningModule.all_gather -------------------------------
-class FakeModule:
-    """Rank 0 of a ``world_size``-process group; ``all_gather`` stacks the ranks' tensors, which
-    the test supplies in ``per_rank`` (rank 0's entry is replaced by what the caller passes)."""
-
-    def __init__(self, per_rank: list[torch.Tensor]) -> None:
-        self.trainer = SimpleNamespace(world_size=len(per_rank))
-        self.per_rank = per_rank
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.ndim == 1 and tensor.numel() == 1:  # the row counts
-            return torch.stack([torch.tensor([len(rows)]) for rows in self.per_rank])
-        longest = tensor.shape[0]
-        padded = [
-            torch.cat([rows, torch.zeros(longest - len(rows), *rows.shape[1:])])
-            for rows in self.per_rank
-        ]
-        return torch.stack(padded)
-
-
 def test_gather_restores_dataset_order_and_drops_distributed_sampler_padding():
     # 5 examples over 2 ranks: DistributedSampler pads to 6 positions by repeating example 0, and
     # rank r holds positions r, r + 2, r + 4
     dataset = torch.arange(10.0).reshape(5, 2)
     sampler_order = [0, 1, 2, 3, 4, 0]
     per_rank = [dataset[sampler_order[r::2]] for r in range(2)]
-    gathered = gather_rows(FakeModule(per_rank), per_rank[0], dataset_size=5)
+    gathered = join_ranks(per_rank, dataset_size=5)
     assert torch.equal(gathered, dataset)
 
 
 def test_gather_concatenates_uneven_ranks_without_a_known_order():
     per_rank = [torch.ones(3, 2), 2 * torch.ones(1, 2)]
-    gathered = gather_rows(FakeModule(per_rank), per_rank[0], dataset_size=None)
+    gathered = join_ranks(per_rank, dataset_size=None)
     assert gathered.shape == (4, 2) and gathered[:3].eq(1).all() and gathered[3].eq(2).all()
 
 

@@ -8,7 +8,6 @@ import socket
 import traceback
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -17,7 +16,6 @@ import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sigmoidf1.backbones import MLP
-from sigmoidf1.callbacks.report import gather_rows
 from sigmoidf1.callbacks.thresholds import (
     ThresholdTuning,
     best_f1_thresholds,
@@ -26,6 +24,7 @@ from sigmoidf1.callbacks.thresholds import (
 from sigmoidf1.data import YeastDataModule
 from sigmoidf1.losses import get_loss
 from sigmoidf1.module import MultilabelClassifier
+from sigmoidf1.utils.distributed import gather_rows
 from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
 
 
@@ -242,17 +241,12 @@ def _rank_rows(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _ddp_rank(rank: int, port: int, out_dir: str) -> None:
     try:
         import torch.distributed as dist
-        from lightning.fabric.utilities.distributed import _all_gather_ddp_if_available
 
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
-        module = SimpleNamespace(
-            trainer=SimpleNamespace(world_size=2),
-            all_gather=lambda t: _all_gather_ddp_if_available(t),
-        )
         logits, targets = _rank_rows(rank)
-        all_logits = gather_rows(module, logits, None)
-        all_targets = gather_rows(module, targets, None)
+        all_logits = gather_rows(logits)
+        all_targets = gather_rows(targets)
         tuned = ThresholdTuning().tune(all_logits, all_targets, fixed=0.5)
         torch.save({"logits": all_logits, "tuned": tuned}, Path(out_dir) / f"rank{rank}.pt")
         dist.destroy_process_group()

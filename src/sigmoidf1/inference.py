@@ -1,9 +1,8 @@
 """What ``sigmoidf1-predict`` does: rebuild a trained model and label new inputs.
 
-checkpoint (loaded with ``weights_only=True``) → the DataModule from the stored data config, given
-the stored preprocessing (``load_state_dict``) → ``predict_dataset(input)`` → the model from the
-stored config with its weights and per-label thresholds → one JSON line per input row, in input
-order::
+checkpoint → ``load_trained`` (``sigmoidf1.checkpoints``: the model with its weights and per-label
+thresholds, and the DataModule with the stored preprocessing) → ``predict_dataset(input)`` → one
+JSON line per input row, in input order::
 
     {"labels": ["Class3", "Class4"], "scores": {"Class1": 0.0213, "Class2": 0.1187, ...}}
 
@@ -17,34 +16,24 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
-from sigmoidf1.pipeline import build_model, load_checkpoint, restore_datamodule_state
+from sigmoidf1.checkpoints import load_trained
+from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
 from sigmoidf1.utils.errors import ConfigError
+from sigmoidf1.utils.files import atomic_path
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def load_model(checkpoint: dict[str, Any]) -> MultilabelClassifier:
-    """The model of a loaded checkpoint, built from its stored config, weights loaded, in eval mode."""
-    stored = checkpoint[CHECKPOINT_KEY]
-    model = build_model(OmegaConf.create(stored["config"]))
-    model.build(stored["backbone_inputs"], stored["label_names"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,40 +85,30 @@ def _open_output(path: Path, compress: bool) -> IO[str]:
 def predict(cfg: DictConfig) -> Path:
     """Write predictions for ``cfg.input`` to ``cfg.output``; return the output path."""
     apply_extras(cfg)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    stored_config = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
-    data_cfg = OmegaConf.merge(stored_config.data, cfg.get("data") or {})
-    datamodule = hydra.utils.instantiate(data_cfg)
-    restore_datamodule_state(datamodule, checkpoint)
-    dataset = datamodule.predict_dataset(str(cfg.input))
     if cfg.batch_size is not None and int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    model, datamodule = load_trained(cfg.ckpt_path, cfg.get("data"))
+    dataset = datamodule.predict_dataset(str(cfg.input))
     loader = datamodule.predict_loader(dataset, batch_size=cfg.batch_size)
 
     device = resolve_device(str(cfg.device))
-    model = load_model(checkpoint).to(device)
-    label_names = list(checkpoint[CHECKPOINT_KEY]["label_names"])
-    del checkpoint
+    model = model.to(device)
+    label_names = model.label_names
 
     output = Path(cfg.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
     log.info(f"Predicting {len(dataset)} rows of {cfg.input} with {cfg.ckpt_path} on {device}")
     console = Console(stderr=True)
     progress = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, transient=True,
                         disable=not (cfg.progress_bar and console.is_terminal))
     rows = 0
-    try:
-        with progress, _open_output(partial, output.suffix == ".gz") as handle:
+    with atomic_path(output) as partial, progress:
+        with _open_output(partial, output.suffix == ".gz") as handle:
             task = progress.add_task("predict", total=len(dataset))
             for probabilities, predicted in predict_batches(model, loader, device):
                 handle.writelines(format_rows(probabilities, predicted, label_names, cfg.decimals))
                 rows += len(probabilities)
                 progress.advance(task, len(probabilities))
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
     log.info(f"Wrote {rows} predictions to {output}")
     log.info(f"Run directory: {cfg.paths.output_dir}")
     return output

@@ -1,23 +1,31 @@
 """What the entry points do: build everything from the config, fit, test, evaluate.
 
+    config -> DataModule (prepared and set up: label names, backbone inputs)
+           -> MultilabelClassifier(backbone, label names, loss, optimizer ...)   (save_hyperparameters)
+           -> Trainer(strategy, callbacks, loggers) -> fit -> test the best checkpoint
+
 ``train.py`` and ``eval.py`` are thin Hydra wrappers around ``train`` and ``evaluate`` so that
 ``sigmoidf1-train --help`` stays fast (no torch import on that path).
 """
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from sigmoidf1.module import CHECKPOINT_KEY, MultilabelClassifier
+from sigmoidf1.checkpoints import (
+    HPARAMS_KEY,
+    classifier_from,
+    datamodule_from,
+    read_checkpoint,
+    trained_config,
+)
+from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
 from sigmoidf1.utils.ddp_relaunch import one_job_per_launch
 from sigmoidf1.utils.errors import CheckpointError
@@ -30,16 +38,34 @@ from sigmoidf1.utils.wandb_run import finish_wandb, wandb_callbacks, with_wandb_
 log = get_logger(__name__)
 
 TEST_METRICS_FILE = "test_metrics.json"
+# Config sections that decide what a checkpoint's weights mean: a resume must not change them.
+RESUME_SECTIONS = ("data", "model", "loss")
+# Keys inside those sections that change how, not what, is computed.
+RESUME_HARMLESS = {"num_workers", "pin_memory", "persistent_workers", "data_dir", "eval_batch_size"}
 
 
-def build_model(cfg: DictConfig) -> MultilabelClassifier:
-    """Instantiate ``cfg.model`` with ``cfg.loss``; the config is stored for checkpoints."""
-    loss = hydra.utils.instantiate(cfg.loss)
-    model = hydra.utils.instantiate(cfg.model, loss=loss)
-    # set after instantiation: passed as an argument, its `_target_`s would be instantiated too;
-    # secrets are masked: this config goes into checkpoints and the loggers' hyperparameters
-    model.run_config = scrub(OmegaConf.to_container(cfg, resolve=True))
-    return model
+def setup_datamodule(data_cfg: DictConfig) -> L.LightningDataModule:
+    """Instantiate the DataModule and set it up, so that its label names and inputs are known."""
+    log.info(f"Instantiating data <{data_cfg._target_}>")
+    datamodule = hydra.utils.instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> MultilabelClassifier:
+    """``cfg.model`` sized from ``datamodule``, with ``cfg.loss``; the run config is stored with it
+    (secrets masked) for checkpoints and the loggers' hyperparameters."""
+    log.info(f"Instantiating model <{cfg.model._target_}> with loss '{cfg.loss.get('name')}'")
+    return hydra.utils.instantiate(
+        cfg.model,
+        label_names=datamodule.label_names,
+        backbone_inputs=datamodule.backbone_inputs,
+        loss=cfg.loss,
+        monitor=cfg.get("optimized_metric", "val/f1_macro"),
+        run_config=scrub(OmegaConf.to_container(cfg, resolve=True)),
+        _recursive_=False,  # the module instantiates its backbone, loss and optimizer itself
+    )
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -51,6 +77,43 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+def config_differences(
+    stored: Any, current: Any, prefix: str = "", ignore: set[str] = RESUME_HARMLESS
+) -> list[str]:
+    """``key: stored -> current`` for each leaf that differs between two resolved config trees."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        lines = []
+        for key in sorted(set(stored) | set(current)):
+            if key in ignore:
+                continue
+            lines += config_differences(
+                stored.get(key), current.get(key), f"{prefix}{key}.", ignore
+            )
+        return lines
+    return [] if stored == current else [f"{prefix[:-1]}: {stored!r} -> {current!r}"]
+
+
+def check_resume(checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str) -> None:
+    """Refuse to resume when the data, model or loss config differs from the checkpoint's."""
+    stored = checkpoint[HPARAMS_KEY].get("run_config") or {}
+    current = scrub(OmegaConf.to_container(cfg, resolve=True))
+    differences = [
+        line
+        for section in RESUME_SECTIONS
+        for line in config_differences(
+            stored.get(section), current.get(section), f"{section}."
+        )
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{ckpt_path} was trained with another data, model or loss config, so resuming would "
+            "change what the weights mean (a changed data seed also re-splits the data: test "
+            "examples could leak into training):\n  "
+            + "\n  ".join(differences)
+            + "\nResume with the original values, or pass resume_check=false to resume anyway."
+        )
+
+
 @one_job_per_launch
 @with_wandb_run  # W&B: offline fallback, resume id, wandb.finish() (utils/wandb_run.py)
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -60,25 +123,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     apply_extras(cfg)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path") if cfg.get("train", True) else None
-    if ckpt_path:  # fail early, with a clear message, on a missing or unusable checkpoint
-        resumed = load_checkpoint(ckpt_path)
+    if ckpt_path:  # fail early, with a clear message, on a missing, unusable or mismatched file
+        resumed = read_checkpoint(ckpt_path)
+        if cfg.get("resume_check", True):
+            check_resume(resumed, cfg, str(ckpt_path))
         resumed = {key: resumed.get(key) for key in ("epoch", "global_step")}
 
-    log.info(f"Instantiating data <{cfg.data._target_}>")
-    datamodule = hydra.utils.instantiate(cfg.data)
-    log.info(f"Instantiating model <{cfg.model._target_}> with loss '{cfg.loss.get('name')}'")
-    model = build_model(cfg)
+    datamodule = setup_datamodule(cfg.data)
+    model = build_model(cfg, datamodule)
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
-        logger.log_hyperparams(model.run_config)
+        logger.log_hyperparams(model.hparams.run_config)
 
     if cfg.get("train", True):
         if ckpt_path:
-            log.info(f"Resuming training from {ckpt_path} (saved at epoch {resumed.get('epoch')}, "
-                     f"global step {resumed.get('global_step')}); this run writes to {output_dir}")
+            epoch = resumed.get("epoch")
+            log.info(
+                f"Resuming training from {ckpt_path} (saved at epoch {epoch}, global step "
+                f"{resumed.get('global_step')}); this run writes to {output_dir}"
+            )
+            if epoch is not None and trainer.max_epochs not in (None, -1):
+                if epoch + 1 >= trainer.max_epochs:
+                    log.warning(
+                        f"the checkpoint already holds {epoch + 1} epochs and "
+                        f"trainer.max_epochs={trainer.max_epochs}: nothing left to train "
+                        "(raise trainer.max_epochs to train on)"
+                    )
         log.info("Starting training")
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -95,10 +168,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if not best:
-            log.warning("No best checkpoint (checkpointing off or fast_dev_run): testing current weights")
+            log.warning(
+                "No best checkpoint (checkpointing off or fast_dev_run): testing current weights"
+            )
         log.info(f"Testing {best or 'the current weights'}")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
-                     verbose=False)
+        trainer.test(
+            model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False
+        )
         # "test": also `test_untuned/*` (the fixed-threshold metrics that ThresholdTuning adds)
         test_metrics = scalar_metrics(trainer.callback_metrics, "test")
         write_json(test_metrics, output_dir / TEST_METRICS_FILE)
@@ -110,63 +186,41 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a sigmoidf1 checkpoint safely: ``weights_only=True`` never unpickles arbitrary objects.
-
-    Tensors are memory-mapped (cheap for large files). Raises ``FileNotFoundError`` for a missing
-    file and ``CheckpointError`` naming the file when it is truncated, foreign, or carries pickled
-    objects (whose code is then never run).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        what = f" ({found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"refusing to load {path}: it holds pickled Python objects{what} that could run code "
-            "when loaded; sigmoidf1 loads checkpoints with torch.load(weights_only=True) only"
-        ) from None
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or not a torch checkpoint "
-            f"({type(error).__name__}: {_first_sentence(str(error))})"
-        ) from None
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise CheckpointError(
-            f"{path} is not a sigmoidf1 checkpoint (no '{CHECKPOINT_KEY}' entry): use a file from "
-            "<run dir>/checkpoints/ written by sigmoidf1-train"
-        )
-    return checkpoint
-
-
-def _first_sentence(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line.split(". ")[0]
-
-
 @one_job_per_launch
 @with_wandb_run
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint with the data/model config stored inside it; write ``test_metrics.json``."""
     apply_extras(cfg)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    stored = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
-    data_cfg = OmegaConf.merge(stored.data, cfg.get("data") or {})
+    checkpoint = read_checkpoint(cfg.ckpt_path)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-
-    datamodule = hydra.utils.instantiate(data_cfg)
-    restore_datamodule_state(datamodule, checkpoint)
-    model = build_model(stored)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    overrides = cfg.get("data") or {}
+    if overrides and cfg.get("data_check", True):
+        stored = OmegaConf.to_container(trained_config(checkpoint).data, resolve=True)
+        changed = config_differences(
+            stored, OmegaConf.to_container(OmegaConf.merge(stored, overrides), resolve=True), "data."
+        )
+        if changed:
+            raise CheckpointError(
+                f"these data overrides change the data {cfg.ckpt_path} was trained and split "
+                "with, so its test split would no longer be held out:\n  "
+                + "\n  ".join(changed)
+                + "\nDrop them, or pass data_check=false to evaluate on that data anyway."
+            )
+    datamodule = datamodule_from(checkpoint, overrides)
+    model = classifier_from(checkpoint)
+    del checkpoint
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:  # this job's config, and the training config of the checkpoint
-        logger.log_hyperparams(scrub({**OmegaConf.to_container(cfg, resolve=True),
-                                      "trained_with": model.run_config}))
-    trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path), weights_only=True,
-                 verbose=False)
+        logger.log_hyperparams(
+            scrub(
+                {
+                    **OmegaConf.to_container(cfg, resolve=True),
+                    "trained_with": model.hparams.run_config,
+                }
+            )
+        )
+    trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer.callback_metrics, "test/")
     output_dir = Path(cfg.paths.output_dir)
     write_json(metrics, output_dir / TEST_METRICS_FILE)
@@ -174,10 +228,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     finish_wandb()
     log.info(f"Run directory: {output_dir}")
     return metrics
-
-
-def restore_datamodule_state(datamodule: L.LightningDataModule, checkpoint: dict[str, Any]) -> None:
-    """Give ``datamodule`` the preprocessing stored in ``checkpoint`` (Lightning's key: the class name)."""
-    state = checkpoint.get(type(datamodule).__qualname__)
-    if state:
-        datamodule.load_state_dict(state)

@@ -25,22 +25,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from sigmoidf1.utils.interruption import last_signal, record_checkpoint, record_signal
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-_last_signal: str | None = None
-_saved: str | None = None
-
-
-def last_signal() -> str | None:
-    """``"SIGINT"`` after a graceful Ctrl-C, else ``None`` (SIGTERM is Lightning's own)."""
-    return _last_signal
-
-
-def saved_checkpoint() -> str | None:
-    """The interrupt checkpoint written by this process, if any."""
-    return _saved
 
 
 def parameters_are_finite(module: torch.nn.Module) -> bool:
@@ -89,11 +77,10 @@ class InterruptCheckpoint(L.Callback):
         self._previous_handler = None
 
     def _on_ctrl_c(self, signum: int, frame: Any) -> None:
-        global _last_signal
-        if _last_signal == "SIGINT":
+        if last_signal() == "SIGINT":
             self._restore_ctrl_c()
             raise KeyboardInterrupt
-        _last_signal = "SIGINT"
+        record_signal("SIGINT")
         log.warning("Ctrl-C: stopping after the current batch and saving a resumable checkpoint "
                     "(press Ctrl-C again to quit at once, without a checkpoint)")
         # hand over to Lightning's SIGTERM path: stop at the end of the batch, then raise
@@ -117,18 +104,17 @@ class InterruptCheckpoint(L.Callback):
             log.warning("No interrupt checkpoint: the error happened on one process of a distributed "
                         "run (resume from the last checkpoint)")
             return
-        global _saved
         try:
             trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         except Exception as error:  # never hide the original exception behind this one
             log.warning(f"Could not save the interrupt checkpoint {self.ckpt_path}: {error}")
             return
-        _saved = self.ckpt_path
+        record_checkpoint(self.ckpt_path)
         epoch = trainer.current_epoch
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         reason = type(exception).__name__
         if reason == "SIGTERMException":
-            reason = _last_signal or "SIGTERM"
+            reason = last_signal() or "SIGTERM"
         log.warning(
             f"Stopped by {reason} in epoch {epoch} after {batches} batch(es) (global step "
             f"{trainer.global_step}). Saved a resumable checkpoint: {self.ckpt_path}\n"

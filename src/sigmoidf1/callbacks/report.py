@@ -49,7 +49,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from sigmoidf1.data.samplers import UnrepeatedDistributedSampler
+from sigmoidf1.utils.distributed import gather_rows
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -186,38 +186,13 @@ def label_count_table(
     )
 
 
-def gather_rows(pl_module: L.LightningModule, rows: Tensor, dataset_size: int | None) -> Tensor:
-    """All processes' ``rows`` ``[n_rank, ...]`` concatenated, on every rank.
-
-    With ``dataset_size`` (the test loader uses a non-shuffling ``DistributedSampler``: rank ``r``
-    holds dataset positions ``r, r + W, r + 2W, ...``, padded by repeats at the end), rows are
-    interleaved back into dataset order and cut to ``dataset_size``; otherwise they are
-    concatenated rank after rank. Ranks may hold different numbers of rows.
-    """
-    world_size = pl_module.trainer.world_size
-    if world_size == 1:
-        return rows
-    count = torch.tensor([rows.shape[0]], device=rows.device)
-    counts = pl_module.all_gather(count).reshape(world_size)
-    longest = int(counts.max())
-    padding = torch.zeros(
-        (longest - rows.shape[0], *rows.shape[1:]), dtype=rows.dtype, device=rows.device
-    )
-    gathered = pl_module.all_gather(torch.cat([rows, padding]))  # [W, longest, ...]
-    valid = torch.arange(longest, device=counts.device)[None, :] < counts[:, None]  # [W, longest]
-    if dataset_size is None:
-        return gathered[valid]
-    interleaved = gathered.transpose(0, 1)[valid.transpose(0, 1)]  # position i * W + r
-    return interleaved[:dataset_size]
-
-
 def _dataset_size_if_interleaved(trainer: L.Trainer) -> int | None:
     loaders = trainer.test_dataloaders
     loader = loaders[0] if isinstance(loaders, Sequence) else loaders
     sampler = getattr(loader, "sampler", None)
-    # Lightning's padded sampler and our unpadded one both deal positions r, r + W, ... to rank r
-    interleaved = type(sampler) in (DistributedSampler, UnrepeatedDistributedSampler)
-    if interleaved and not sampler.shuffle and not sampler.drop_last:
+    # Lightning's padded sampler and the unpadded subclass of it (data/samplers.py) both deal
+    # positions r, r + W, ... to rank r
+    if isinstance(sampler, DistributedSampler) and not sampler.shuffle and not sampler.drop_last:
         return len(sampler.dataset)
     return None
 
@@ -280,8 +255,8 @@ class PerLabelReport(L.Callback):
         targets = torch.cat(self._targets) if self._targets else empty
         self._logits, self._targets = [], []
         dataset_size = _dataset_size_if_interleaved(trainer) if trainer.world_size > 1 else None
-        logits = gather_rows(pl_module, logits, dataset_size)  # every rank takes part
-        targets = gather_rows(pl_module, targets, dataset_size)
+        logits = gather_rows(logits, dataset_size)  # every rank takes part
+        targets = gather_rows(targets, dataset_size)
         if not trainer.is_global_zero:
             return
         if logits.shape[0] == 0:

@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from sigmoidf1.callbacks.report import gather_rows
+from sigmoidf1.utils.distributed import gather_rows
 from sigmoidf1.metrics import build_metrics, shift_to_threshold
 
 MODES = ("per_label", "global")
@@ -183,8 +183,8 @@ class ThresholdTuning(Callback):
             return
         empty = pl_module.thresholds.new_zeros((0, len(pl_module.thresholds)))
         # all ranks' rows (ranks may hold different numbers), so every rank picks the same thresholds
-        logits = gather_rows(pl_module, torch.cat(self._logits) if self._logits else empty, None)
-        targets = gather_rows(pl_module, torch.cat(self._targets) if self._targets else empty, None)
+        logits = gather_rows(torch.cat(self._logits) if self._logits else empty, None)
+        targets = gather_rows(torch.cat(self._targets) if self._targets else empty, None)
         self._logits.clear()
         self._targets.clear()
         if logits.shape[0] == 0:

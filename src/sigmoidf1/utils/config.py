@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import rich
+import rich.console
 import rich.syntax
 import rich.tree
 from lightning.pytorch.utilities import rank_zero_only
@@ -40,6 +41,9 @@ def route_lightning_logs_through_root() -> None:
         logger.propagate = True
 
 
+_NEVER_WRAP = 10_000  # columns: wide enough for any config value
+
+
 def apply_extras(cfg: DictConfig) -> None:
     """Apply ``cfg.extras``: silence harmless warnings, print and save the config tree.
 
@@ -66,11 +70,14 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
         value = resolved[key]
         text = OmegaConf.to_yaml(OmegaConf.create(value)) if isinstance(value, dict) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
-    rich.print(tree)
+    console = rich.console.Console()
+    if not console.is_terminal:  # pipes, SLURM, nohup: rich would cut lines at 80 columns
+        console = rich.console.Console(width=_NEVER_WRAP)
+    console.print(tree)
     if save_to is not None:
         save_to.parent.mkdir(parents=True, exist_ok=True)
         with open(save_to, "w") as handle:
-            rich.print(tree, file=handle)
+            rich.console.Console(file=handle, width=_NEVER_WRAP, color_system=None).print(tree)
 
 
 @rank_zero_only

@@ -1,4 +1,6 @@
-"""Summing soft counts over processes, with gradients, so that a batch-level loss sees the global batch.
+"""Collectives across processes: differentiable sums (batch-level losses) and row gathers (reports).
+
+Summing soft counts over processes, with gradients, so that a batch-level loss sees the global batch.
 
 The sigmoidF1 family is not a mean of per-sample terms: ``2tp / (2tp + fp + fn)`` of a batch is not
 the average of the values of its shards. Under data parallelism every rank therefore sums its
@@ -28,6 +30,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 
 def is_distributed() -> bool:
@@ -67,3 +70,34 @@ class _AllReduceSum(torch.autograd.Function):
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over all ranks of the default group, differentiably (see module docstring)."""
     return _AllReduceSum.apply(tensor)
+
+
+def gather_rows(rows: Tensor, dataset_size: int | None = None) -> Tensor:
+    """All processes' ``rows`` ``[n_rank, ...]`` joined, on every rank (no gradients).
+
+    Ranks may hold different numbers of rows (torchmetrics' ``gather_all_tensors`` pads and trims);
+    see ``join_ranks`` for the order. A collective: every rank must call it.
+    """
+    if not is_distributed():
+        return rows
+    return join_ranks(gather_all_tensors(rows.contiguous()), dataset_size)
+
+
+def join_ranks(parts: list[Tensor], dataset_size: int | None = None) -> Tensor:
+    """Join one ``[n_r, ...]`` tensor per rank ``r`` into ``[sum n_r, ...]`` (or ``dataset_size``).
+
+    Without ``dataset_size`` the parts are concatenated rank after rank. With it, the rows came
+    from a non-shuffling distributed sampler that deals dataset positions ``r, r + W, r + 2W, ...``
+    to rank ``r`` (Lightning's, padded by repeats at the end, or ``UnrepeatedDistributedSampler``):
+    they are interleaved back into dataset order and cut to ``dataset_size``.
+    """
+    if dataset_size is None:
+        return torch.cat(parts)
+    counts = torch.tensor([part.shape[0] for part in parts])
+    longest = int(counts.max())
+    padded = torch.stack(
+        [torch.cat([part, part.new_zeros((longest - len(part), *part.shape[1:]))]) for part in parts]
+    )  # [W, longest, ...]
+    valid = (torch.arange(longest)[None, :] < counts[:, None]).to(padded.device)  # [W, longest]
+    interleaved = padded.transpose(0, 1)[valid.transpose(0, 1)]  # position i * W + r
+    return interleaved[:dataset_size]

@@ -7,7 +7,8 @@ still goes to the run's log file. Anything else is a bug and keeps its traceback
 ``HYDRA_FULL_ERROR=1`` to get the traceback of every error.
 
 Signals: a run stopped by SIGTERM exits with 143 and Ctrl-C with 130 (128 + the signal number),
-after the interrupt checkpoint was written (see ``sigmoidf1.callbacks.InterruptCheckpoint``).
+after the interrupt checkpoint was written (see ``sigmoidf1.callbacks.InterruptCheckpoint``, which records them in
+``sigmoidf1.utils.interruption``).
 """
 
 from __future__ import annotations
@@ -47,11 +48,17 @@ class CheckpointError(UserError, ValueError):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that describe the user's input. A bare ``ValueError`` is not among them: raised
+    outside a constructor that Hydra calls with config values, it is more likely a bug."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import MissingMandatoryValue
 
-    return (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError,
+    return (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FloatingPointError, MisconfigurationException, MissingMandatoryValue)
+
+
+# What a constructor raises when Hydra hands it a config value it cannot take.
+_CONSTRUCTOR_REFUSALS = (ValueError, TypeError, FileNotFoundError)
 
 
 def describe(error: BaseException) -> tuple[str, int] | None:
@@ -61,10 +68,12 @@ def describe(error: BaseException) -> tuple[str, int] | None:
 
     if isinstance(error, InstantiationException):
         # Hydra wraps whatever a constructor raised; the inner message is the useful one
+        cause = error.__cause__
+        if cause is not None and not isinstance(cause, _CONSTRUCTOR_REFUSALS + _user_error_types()):
+            return None  # e.g. an AttributeError inside a constructor: a bug, keep the traceback
         text = str(error)
         key = re.search(r"full_key:\s*(\S+)", text)
         target = re.search(r"target '([^']+)'", text)
-        cause = error.__cause__
         inner = f"{cause}" if cause is not None else text.splitlines()[-1]
         where = f"`{key.group(1)}`" if key else "the config"
         made = f" ({target.group(1)})" if target else ""
@@ -130,7 +139,7 @@ def report_errors() -> Iterator[None]:
     try:
         yield
     except SIGTERMException:
-        from sigmoidf1.callbacks.interrupt import last_signal, saved_checkpoint
+        from sigmoidf1.utils.interruption import last_signal, saved_checkpoint
 
         name = last_signal() or "SIGTERM"
         saved = saved_checkpoint()

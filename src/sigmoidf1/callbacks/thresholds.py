@@ -28,8 +28,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from sigmoidf1.utils.distributed import gather_rows
 from sigmoidf1.metrics import build_metrics, shift_to_threshold
+from sigmoidf1.utils.distributed import gather_rows
 
 MODES = ("per_label", "global")
 UNTUNED_PREFIX = "test_untuned/"
@@ -153,7 +153,7 @@ class ThresholdTuning(Callback):
 
     # --- fitting: hold the fixed threshold, tune at each validation epoch end ------------------
     def _hold_fixed(self, pl_module: L.LightningModule) -> None:
-        pl_module.thresholds.fill_(pl_module.initial_threshold)
+        pl_module.thresholds.fill_(pl_module.hparams.threshold)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._hold_fixed(pl_module)
@@ -189,7 +189,7 @@ class ThresholdTuning(Callback):
         self._targets.clear()
         if logits.shape[0] == 0:
             return
-        self.tuned = self.tune(logits, targets, pl_module.initial_threshold)
+        self.tuned = self.tune(logits, targets, pl_module.hparams.threshold)
         predicted = logits >= torch.logit(self.tuned.to(logits.device))
         micro, macro = f1_scores(predicted, targets)
         # equal on every rank already: sync_dist averages equal values (and silences Lightning)
@@ -219,7 +219,7 @@ class ThresholdTuning(Callback):
 
     # --- testing: also report the metrics at the fixed threshold --------------------------------
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = build_metrics(len(pl_module.thresholds), UNTUNED_PREFIX, pl_module.ap_thresholds)
+        metrics = build_metrics(len(pl_module.thresholds), UNTUNED_PREFIX, pl_module.hparams.ap_thresholds)
         self._untuned_metrics = metrics.to(pl_module.device)
 
     def on_test_batch_end(
@@ -232,7 +232,7 @@ class ThresholdTuning(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         logits = _checked_logits(outputs, pl_module, "test_step")
-        fixed = torch.full_like(pl_module.thresholds, pl_module.initial_threshold)
+        fixed = torch.full_like(pl_module.thresholds, pl_module.hparams.threshold)
         self._untuned_metrics.update(shift_to_threshold(logits, fixed), batch[1].int())
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

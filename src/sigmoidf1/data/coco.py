@@ -113,7 +113,7 @@ class CocoDataModule(ImageDataModule):
             )
         self.label_names = names
         train, val, _ = split_indices(len(train_paths), self.val_fraction, 0.0, self.seed)
-        self._file_splits(
+        self._build_splits(
             {"train": [train_paths[i] for i in train], "val": [train_paths[i] for i in val],
              "test": test_paths},
             {"train": train_targets[train], "val": train_targets[val], "test": test_targets},

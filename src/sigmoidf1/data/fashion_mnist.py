@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from torch.utils.data import Dataset
 
 from sigmoidf1.data.images import ImageDataModule, ImagePreprocessing
 from sigmoidf1.utils.errors import ConfigError, DataError
+from sigmoidf1.utils.files import atomic_write
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -130,6 +130,11 @@ def pixel_statistics(pixels: np.ndarray) -> tuple[float, float]:
     return mean, max(variance, 1e-12) ** 0.5
 
 
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
 class ArrayImages(Dataset):
     """In-memory ``uint8 [n, H, W]`` grey images; items ``(image [1, H, W], target)``."""
 
@@ -218,7 +223,7 @@ class MultiFashionMNISTDataModule(ImageDataModule):
         return arrays
 
     def _composites(self) -> dict[str, np.ndarray]:
-        """The cached composites, generated (and cached) on first use."""
+        """The cached composites, generated (and cached) when the cache is absent or unreadable."""
         path = self.cache_path
         if path is not None and path.is_file():
             try:
@@ -228,15 +233,14 @@ class MultiFashionMNISTDataModule(ImageDataModule):
                 log.warning(f"regenerating unreadable cache {path} ({error})")
         arrays = self.generate()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
-            os.replace(tmp, path)
+            # a file object: given a path, numpy would append ".npz" to the temporary name
+            atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
         return arrays
 
     def prepare_data(self) -> None:
-        self._composites()
+        """Generate and cache the composites unless the cache exists (cheap when called again)."""
+        if self.cache_path is None or not self.cache_path.is_file():
+            self._composites()
 
     def _load(self) -> None:
         arrays = self._composites()

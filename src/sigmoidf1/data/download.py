@@ -33,7 +33,9 @@ def verify_integrity(path: str | Path, integrity: str, source: str | None = None
     differs from ``integrity``; ``ValueError`` for a malformed integrity string."""
     algorithm, _, expected = integrity.partition("-")
     if not expected or algorithm not in hashlib.algorithms_available:
-        raise ValueError(f"malformed integrity string {integrity!r}: expected '<algorithm>-<base64>'")
+        raise ValueError(
+            f"malformed integrity string {integrity!r}: expected '<algorithm>-<base64>'"
+        )
     actual = file_integrity(path, algorithm)
     if actual == integrity:
         return
@@ -48,7 +50,9 @@ def verify_integrity(path: str | Path, integrity: str, source: str | None = None
     )
 
 
-def download(url: str, destination: str | Path, integrity: str | None = None, timeout: float = 60.0) -> Path:
+def download(
+    url: str, destination: str | Path, integrity: str | None = None, timeout: float = 60.0
+) -> Path:
     """Fetch ``url`` to ``destination`` unless it is already there; verify ``integrity`` if given.
 
     The bytes go to a uniquely named temporary file beside the destination, are verified, then
@@ -63,7 +67,10 @@ def download(url: str, destination: str | Path, integrity: str | None = None, ti
     log.info(f"Downloading {url} -> {destination}")
     try:
         with atomic_path(destination) as tmp:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as handle:
+            with (
+                urllib.request.urlopen(url, timeout=timeout) as response,
+                open(tmp, "wb") as handle,
+            ):
                 shutil.copyfileobj(response, handle, 1 << 20)
             if integrity:
                 verify_integrity(tmp, integrity, source=f"the download of {url}")

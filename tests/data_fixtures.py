@@ -35,7 +35,9 @@ def reuters_stories() -> list[dict]:
     stories = []
     for i in range(40):
         topics = [["grain"], ["trade"], ["grain", "trade"], ["grain", "gold"]][i % 4]
-        stories.append(reuters_story(i, before, topics, f"wheat exports story {i} " + " ".join(topics)))
+        stories.append(
+            reuters_story(i, before, topics, f"wheat exports story {i} " + " ".join(topics))
+        )
     for i in range(40, 60):
         topics = [["grain"], ["trade", "yen"]][i % 2]
         stories.append(reuters_story(i, after, topics, f"market story {i} " + " ".join(topics)))
@@ -105,7 +107,9 @@ def write_text_file(path: Path, rows: list[dict], separator: str = "|") -> Path:
             writer = csv.writer(handle, delimiter=delimiter)
             writer.writerow(columns)
             for row in rows:
-                writer.writerow([separator.join(v) if isinstance(v, list) else v for v in row.values()])
+                writer.writerow(
+                    [separator.join(v) if isinstance(v, list) else v for v in row.values()]
+                )
     return path
 
 
@@ -122,7 +126,8 @@ def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] =
 def write_idx(path: Path, array: np.ndarray) -> Path:
     """An unsigned-byte idx file (gzip-compressed), the Fashion-MNIST/MNIST format."""
     header = (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(
-        d.to_bytes(4, "big") for d in array.shape)
+        d.to_bytes(4, "big") for d in array.shape
+    )
     with gzip.open(path, "wb") as handle:
         handle.write(header + array.astype(np.uint8).tobytes())
     return path
@@ -144,9 +149,99 @@ def write_fashion_mnist(folder: Path, n_train: int = 200, n_test: int = 50) -> P
     return folder
 
 
+COLORS = [
+    (200, 30, 30),
+    (30, 200, 30),
+    (30, 30, 200),
+    (200, 200, 30),
+    (30, 200, 200),
+    (120, 60, 200),
+]
+
+
+def image_rows(folder: Path, n: int = 30) -> list[dict]:
+    rows = []
+    for i in range(n):
+        labels = ["red"] if i % 3 == 0 else ["green", "blue"] if i % 3 == 1 else ["blue"]
+        write_image(folder / "images" / f"{i}.png", COLORS[i % 3])
+        rows.append({"image": f"images/{i}.png", "labels": labels})
+    return rows
+
+
+# --- COCO and VOC in their on-disk layouts -------------------------------------------------------
+COCO_CATEGORIES = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"}]
+
+
+def write_coco(root: Path, split: str, labels: list[list[int]], year: int = 2014) -> None:
+    """instances_<split><year>.json + <split><year>/ images; labels are category ids per image."""
+    images, annotations = [], []
+    for i, ids in enumerate(labels):
+        name = f"COCO_{split}{year}_{i:012d}.jpg"
+        write_image(root / f"{split}{year}" / name, COLORS[i % len(COLORS)])
+        images.append({"id": 100 + i, "file_name": name, "width": 20, "height": 16})
+        for cid in ids:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": 100 + i,
+                    "category_id": cid,
+                    "bbox": [0, 0, 5, 5],
+                    "area": 25,
+                    "iscrowd": 0,
+                }
+            )
+    categories = list(reversed(COCO_CATEGORIES))  # order in the file must not matter
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / f"instances_{split}{year}.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+
+
+def write_voc(
+    root: Path, images: dict[str, list[tuple[str, int]]], splits: dict[str, list[str]]
+) -> Path:
+    """VOCdevkit/VOC2007: Annotations/<id>.xml ((name, difficult) objects), JPEGImages,
+    ImageSets."""
+    voc = root / "VOCdevkit" / "VOC2007"
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    for i, (image_id, objects) in enumerate(images.items()):
+        write_image(voc / "JPEGImages" / f"{image_id}.jpg", COLORS[i % len(COLORS)])
+        xml = "".join(
+            f"<object><name>{n}</name><pose>Left</pose><truncated>0</truncated>"
+            f"<difficult>{d}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax>"
+            f"<ymax>5</ymax></bndbox></object>"
+            for n, d in objects
+        )
+        (voc / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><folder>VOC2007</folder><filename>{image_id}.jpg</filename>"
+            f"<size><width>20</width><height>16</height><depth>3</depth></size>{xml}</annotation>"
+        )
+    for split, ids in splits.items():
+        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return voc
+
+
+VOC_IMAGES = {
+    "000005": [("chair", 0), ("chair", 1)],
+    "000007": [("car", 0)],
+    "000009": [("horse", 0), ("person", 1)],
+    "000012": [("car", 0), ("person", 0)],
+    "000016": [("bicycle", 1)],
+    "000017": [("person", 0), ("horse", 0)],
+}
+VOC_SPLITS = {
+    "train": ["000005", "000007", "000009"],
+    "val": ["000012"],
+    "test": ["000016", "000017"],
+}
+
+
 # --- a tiny Hugging Face model + tokenizer --------------------------------------------------------
 CORPUS = [" ".join(row["text"] for row in text_rows(80, seed)) for seed in range(3)] + [
-    "the quick brown fox jumps over the lazy dog", "wheat exports market story grain trade gold yen"]
+    "the quick brown fox jumps over the lazy dog",
+    "wheat exports market story grain trade gold yen",
+]
 
 
 def write_tiny_bert(folder: Path) -> Path:
@@ -159,15 +254,33 @@ def write_tiny_bert(folder: Path) -> Path:
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    tokenizer.train_from_iterator(
+        CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials)
+    )
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     fast.save_pretrained(folder)
-    config = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=fast.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=fast.pad_token_id,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 

@@ -42,7 +42,11 @@ def test_dataset_picks_its_default_backbone(data, backbone, tmp_path):
 
 @pytest.mark.parametrize("order", ["data_first", "backbone_first"])
 def test_command_line_backbone_wins_over_the_dataset_default(order, tmp_path):
-    overrides = ["data=reuters", "model/backbone=transformer", "model.backbone.model_name_or_path=/m"]
+    overrides = [
+        "data=reuters",
+        "model/backbone=transformer",
+        "model.backbone.model_name_or_path=/m",
+    ]
     if order == "backbone_first":
         overrides = overrides[1:] + overrides[:1]
     cfg = compose_train(overrides, tmp_path)
@@ -59,9 +63,13 @@ def test_text_data_uses_a_word_vocabulary_with_the_embedding_bag(tmp_path):
 
 
 def test_command_line_values_win_over_dataset_presets(tmp_path):
-    cfg = compose_train(["data=reuters", "trainer.max_epochs=3", "model.optimizer.lr=0.5",
-                         "data.batch_size=32"], tmp_path)
-    assert cfg.trainer.max_epochs == 3 and cfg.model.optimizer.lr == 0.5 and cfg.data.batch_size == 32
+    cfg = compose_train(
+        ["data=reuters", "trainer.max_epochs=3", "model.optimizer.lr=0.5", "data.batch_size=32"],
+        tmp_path,
+    )
+    assert (
+        cfg.trainer.max_epochs == 3 and cfg.model.optimizer.lr == 0.5 and cfg.data.batch_size == 32
+    )
     default = compose_train(["data=reuters"], tmp_path)
     assert default.trainer.max_epochs != 3
     debug = compose_train(["data=multi_fashion_mnist", "debug=fdr"], tmp_path)
@@ -91,20 +99,38 @@ def setup_from_config(overrides, tmp_path):
 
 def test_reuters_config_instantiates(tmp_path):
     archive = write_reuters_tarball(tmp_path / "r.tgz")
-    dm = setup_from_config(["data=reuters", f"data.archive={archive}", "data.integrity=null",
-                            "data.min_freq=1"], tmp_path)
+    dm = setup_from_config(
+        ["data=reuters", f"data.archive={archive}", "data.integrity=null", "data.min_freq=1"],
+        tmp_path,
+    )
     assert dm.label_names == ["grain", "trade"] and dm.batch_size == 256
 
 
 def test_csv_text_config_with_a_transformer_tokenizer(tmp_path, tiny_bert):
     path = write_text_file(tmp_path / "d.jsonl", text_rows(30))
-    dm = setup_from_config(["data=csv_text", f"data.path={path}", "model/backbone=transformer",
-                            f"model.backbone.model_name_or_path={tiny_bert}"], tmp_path)
+    dm = setup_from_config(
+        [
+            "data=csv_text",
+            f"data.path={path}",
+            "model/backbone=transformer",
+            f"model.backbone.model_name_or_path={tiny_bert}",
+        ],
+        tmp_path,
+    )
     assert dm.state_dict()["text_encoder"]["kind"] == "pretrained"
 
 
 def test_multi_fashion_mnist_config_instantiates(tmp_path):
     source = write_fashion_mnist(tmp_path / "fmnist")
-    dm = setup_from_config(["data=multi_fashion_mnist", f"data.source_dir={source}", "data.download=false",
-                            "data.num_train=32", "data.num_val=8", "data.num_test=8"], tmp_path)
+    dm = setup_from_config(
+        [
+            "data=multi_fashion_mnist",
+            f"data.source_dir={source}",
+            "data.download=false",
+            "data.num_train=32",
+            "data.num_val=8",
+            "data.num_test=8",
+        ],
+        tmp_path,
+    )
     assert dm.num_labels == 10 and len(dm.train_set) == 32

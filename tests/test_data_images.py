@@ -1,9 +1,8 @@
-"""Image data: multi Fashion-MNIST (fixture idx files and the Debian package), COCO, VOC, csv_image."""
+"""Image data: multi Fashion-MNIST (fixture idx files, the Debian package), COCO, VOC, csv_image."""
 
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 from pathlib import Path
 
@@ -22,9 +21,17 @@ from sigmoidf1.data import (
 from sigmoidf1.data.fashion_mnist import CLASSES, DEBIAN_DIR, compose, load_fashion_mnist, read_idx
 from sigmoidf1.data.images import IMAGENET_MEAN, ImagePreprocessing
 from sigmoidf1.data.voc import CLASSES as VOC_CLASSES
-from tests.data_fixtures import write_fashion_mnist, write_idx, write_image, write_text_file
-
-COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (120, 60, 200)]
+from tests.data_fixtures import (
+    VOC_IMAGES,
+    VOC_SPLITS,
+    image_rows,
+    write_coco,
+    write_fashion_mnist,
+    write_idx,
+    write_image,
+    write_text_file,
+    write_voc,
+)
 
 
 # --- preprocessing --------------------------------------------------------------------------------
@@ -61,7 +68,9 @@ def test_composites_hold_the_articles_their_labels_name():
     present = cells[:, :, 0]  # each fixture article is one flat value; 0 = empty cell
     occupied = (present > 0).sum(1)
     assert occupied.min() == 1 and occupied.max() == 4
-    assert set(np.bincount(occupied)[1:]) and abs(np.bincount(occupied)[1:] / 300 - 0.25).max() < 0.08
+    assert (
+        set(np.bincount(occupied)[1:]) and abs(np.bincount(occupied)[1:] / 300 - 0.25).max() < 0.08
+    )
     for canvas_cells, target in zip(present, targets, strict=True):
         classes = {(v - 10) // 20 for v in canvas_cells if v}
         assert set(np.flatnonzero(target)) == classes
@@ -71,8 +80,15 @@ def test_composites_hold_the_articles_their_labels_name():
 
 def make_mfm(tmp_path: Path, **kwargs) -> MultiFashionMNISTDataModule:
     source = write_fashion_mnist(tmp_path / "fmnist")
-    kwargs = {"data_dir": str(tmp_path / "data"), "source_dir": str(source), "download": False,
-              "num_train": 64, "num_val": 16, "num_test": 16, "batch_size": 16} | kwargs
+    kwargs = {
+        "data_dir": str(tmp_path / "data"),
+        "source_dir": str(source),
+        "download": False,
+        "num_train": 64,
+        "num_val": 16,
+        "num_test": 16,
+        "batch_size": 16,
+    } | kwargs
     dm = MultiFashionMNISTDataModule(**kwargs)
     dm.prepare_data()
     dm.setup("fit")
@@ -102,8 +118,14 @@ def cell_values(pixels: torch.Tensor) -> set[int]:
 
 
 def test_multi_fashion_mnist_is_deterministic_and_splits_use_disjoint_articles(tmp_path):
-    a, b, c = make_mfm(tmp_path / "a", seed=1), make_mfm(tmp_path / "b", seed=1), make_mfm(tmp_path / "c", seed=2)
-    assert torch.equal(a.test_set.pixels, b.test_set.pixels) and torch.equal(a.val_set.targets, b.val_set.targets)
+    a, b, c = (
+        make_mfm(tmp_path / "a", seed=1),
+        make_mfm(tmp_path / "b", seed=1),
+        make_mfm(tmp_path / "c", seed=2),
+    )
+    assert torch.equal(a.test_set.pixels, b.test_set.pixels) and torch.equal(
+        a.val_set.targets, b.val_set.targets
+    )
     assert not torch.equal(a.train_set.pixels, c.train_set.pixels)
     train, val, test = (cell_values(s.pixels) for s in (a.train_set, a.val_set, a.test_set))
     assert not train & val  # validation canvases use held-out training articles
@@ -131,20 +153,27 @@ def test_image_predict_dataset_uses_the_stored_preprocessing(tmp_path):
     inputs = write_text_file(tmp_path / "in" / "inputs.csv", [{"image": "shirt.png"}])
     (image,) = list(restored.predict_dataset(str(inputs)))
     assert image.shape == (1, 56, 56)
-    missing = write_text_file(tmp_path / "in" / "missing.jsonl", [{"image": "shirt.png"}, {"image": "nope.png"}])
-    with pytest.raises(FileNotFoundError, match=r"missing.jsonl line 2: image not found: .*nope.png"):
+    missing = write_text_file(
+        tmp_path / "in" / "missing.jsonl", [{"image": "shirt.png"}, {"image": "nope.png"}]
+    )
+    with pytest.raises(
+        FileNotFoundError, match=r"missing.jsonl line 2: image not found: .*nope.png"
+    ):
         restored.predict_dataset(str(missing))
 
 
 def test_fashion_mnist_falls_back_to_torchvision(tmp_path):
-    """Without the Debian files, torchvision's FashionMNIST reads (or downloads) <data_dir>/fashion_mnist."""
+    """Without the Debian files, torchvision's FashionMNIST reads (or downloads)
+    <data_dir>/fashion_mnist."""
     raw = tmp_path / "data" / "fashion_mnist" / "FashionMNIST" / "raw"
     write_fashion_mnist(tmp_path / "gz", n_train=30, n_test=20)
     raw.mkdir(parents=True)
     for gz in (tmp_path / "gz").glob("*.gz"):  # torchvision reads the uncompressed files
         (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
     source = load_fashion_mnist(tmp_path / "no_debian_files", tmp_path / "data", download=False)
-    assert source["train"][0].shape == (30, 28, 28) and source["test"][1].tolist() == [i % 10 for i in range(20)]
+    assert source["train"][0].shape == (30, 28, 28) and source["test"][1].tolist() == [
+        i % 10 for i in range(20)
+    ]
     with pytest.raises(FileNotFoundError, match="nor downloadable into"):
         load_fashion_mnist(tmp_path / "no_debian_files", tmp_path / "empty", download=False)
 
@@ -152,45 +181,40 @@ def test_fashion_mnist_falls_back_to_torchvision(tmp_path):
 @pytest.mark.skipif(not Path(DEBIAN_DIR).is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_the_debian_package(tmp_path):
     source = load_fashion_mnist(DEBIAN_DIR, None, download=False)
-    assert source["train"][0].shape == (60000, 28, 28) and source["test"][0].shape == (10000, 28, 28)
+    assert source["train"][0].shape == (60000, 28, 28) and source["test"][0].shape == (
+        10000,
+        28,
+        28,
+    )
     assert np.bincount(source["train"][1]).tolist() == [6000] * 10
-    dm = MultiFashionMNISTDataModule(data_dir=str(tmp_path), num_train=500, num_val=100, num_test=100)
+    dm = MultiFashionMNISTDataModule(
+        data_dir=str(tmp_path), num_train=500, num_val=100, num_test=100
+    )
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
     assert images.shape == (64, 1, 56, 56) and targets.sum(1).min() >= 1
 
 
 # --- COCO -----------------------------------------------------------------------------------------
-COCO_CATEGORIES = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"}]
-
-
-def write_coco(root: Path, split: str, labels: list[list[int]], year: int = 2014) -> None:
-    """instances_<split><year>.json + <split><year>/ images; labels are category ids per image."""
-    images, annotations = [], []
-    for i, ids in enumerate(labels):
-        name = f"COCO_{split}{year}_{i:012d}.jpg"
-        write_image(root / f"{split}{year}" / name, COLORS[i % len(COLORS)])
-        images.append({"id": 100 + i, "file_name": name, "width": 20, "height": 16})
-        for cid in ids:
-            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": cid,
-                                "bbox": [0, 0, 5, 5], "area": 25, "iscrowd": 0})
-    categories = list(reversed(COCO_CATEGORIES))  # order in the file must not matter
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / f"instances_{split}{year}.json").write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-
-
 def test_coco_multi_hot_in_category_order(tmp_path):
-    write_coco(tmp_path, "train", [[1], [3, 18], [18, 18], [], [1, 3], [3], [1], [18], [3], [1, 18]])
+    write_coco(
+        tmp_path, "train", [[1], [3, 18], [18, 18], [], [1, 3], [3], [1], [18], [3], [1, 18]]
+    )
     write_coco(tmp_path, "val", [[18], [1, 3], []])
     dm = CocoDataModule(root=str(tmp_path), val_fraction=0.2, image_size=32, batch_size=4)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.label_names == ["person", "car", "dog"]  # ascending category id
-    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (7, 2, 2)  # empty images dropped
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (
+        7,
+        2,
+        2,
+    )  # empty images dropped
     assert dm.test_set.targets.tolist() == [[0, 0, 1], [1, 1, 0]]
     images, targets = next(iter(dm.train_dataloader()))
-    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32 and targets.shape == (4, 3)
+    assert (
+        images.shape == (4, 3, 32, 32) and images.dtype == torch.float32 and targets.shape == (4, 3)
+    )
     kept = CocoDataModule(root=str(tmp_path), keep_empty=True)
     kept.setup("fit")
     assert len(kept.test_set) == 3 and kept.test_set.targets[2].sum() == 0
@@ -201,40 +225,13 @@ def test_coco_errors_name_the_file(tmp_path):
         CocoDataModule(root=str(tmp_path), year=2017).prepare_data()
     write_coco(tmp_path, "train", [[1], [99]])
     write_coco(tmp_path, "val", [[1]])
-    with pytest.raises(ValueError, match="instances_train2014.json: annotation 2 has unknown category_id 99"):
+    with pytest.raises(
+        ValueError, match="instances_train2014.json: annotation 2 has unknown category_id 99"
+    ):
         CocoDataModule(root=str(tmp_path)).setup("fit")
 
 
 # --- VOC ------------------------------------------------------------------------------------------
-def write_voc(root: Path, images: dict[str, list[tuple[str, int]]], splits: dict[str, list[str]]) -> Path:
-    """VOCdevkit/VOC2007 with Annotations/<id>.xml ((name, difficult) objects), JPEGImages, ImageSets."""
-    voc = root / "VOCdevkit" / "VOC2007"
-    (voc / "Annotations").mkdir(parents=True)
-    (voc / "ImageSets" / "Main").mkdir(parents=True)
-    for i, (image_id, objects) in enumerate(images.items()):
-        write_image(voc / "JPEGImages" / f"{image_id}.jpg", COLORS[i % len(COLORS)])
-        xml = "".join(f"<object><name>{n}</name><pose>Left</pose><truncated>0</truncated>"
-                      f"<difficult>{d}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax>"
-                      f"<ymax>5</ymax></bndbox></object>" for n, d in objects)
-        (voc / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><folder>VOC2007</folder><filename>{image_id}.jpg</filename>"
-            f"<size><width>20</width><height>16</height><depth>3</depth></size>{xml}</annotation>")
-    for split, ids in splits.items():
-        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-    return voc
-
-
-VOC_IMAGES = {
-    "000005": [("chair", 0), ("chair", 1)],
-    "000007": [("car", 0)],
-    "000009": [("horse", 0), ("person", 1)],
-    "000012": [("car", 0), ("person", 0)],
-    "000016": [("bicycle", 1)],
-    "000017": [("person", 0), ("horse", 0)],
-}
-VOC_SPLITS = {"train": ["000005", "000007", "000009"], "val": ["000012"], "test": ["000016", "000017"]}
-
-
 @pytest.mark.parametrize("use_difficult", [False, True])
 def test_voc_labels_splits_and_difficult_objects(tmp_path, use_difficult):
     write_voc(tmp_path, VOC_IMAGES, VOC_SPLITS)
@@ -246,7 +243,9 @@ def test_voc_labels_splits_and_difficult_objects(tmp_path, use_difficult):
     names = [[VOC_CLASSES[j] for j in np.flatnonzero(row)] for row in dm.train_set.targets.numpy()]
     assert names[0] == ["chair"] and names[1] == ["car"]
     assert names[2] == (["horse", "person"] if use_difficult else ["horse"])
-    assert dm.test_set.targets[0].sum().item() == (1 if use_difficult else 0)  # only a difficult bicycle
+    assert dm.test_set.targets[0].sum().item() == (
+        1 if use_difficult else 0
+    )  # only a difficult bicycle
     images, targets = next(iter(dm.train_dataloader()))
     assert images.shape == (3, 3, 24, 24) and targets.shape == (3, 20)
 
@@ -254,8 +253,11 @@ def test_voc_labels_splits_and_difficult_objects(tmp_path, use_difficult):
 def test_voc_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="VOC2007"):
         VocDataModule(root=str(tmp_path)).prepare_data()
-    voc = write_voc(tmp_path, {"000001": [("unicorn", 0)]}, {"train": ["000001"], "val": ["000001"],
-                                                              "test": ["000001"]})
+    voc = write_voc(
+        tmp_path,
+        {"000001": [("unicorn", 0)]},
+        {"train": ["000001"], "val": ["000001"], "test": ["000001"]},
+    )
     with pytest.raises(ValueError, match=r"000001.xml: unknown VOC class 'unicorn'"):
         VocDataModule(root=str(tmp_path)).setup("fit")
     (voc / "ImageSets" / "Main" / "test.txt").unlink()
@@ -264,36 +266,44 @@ def test_voc_errors_name_the_file(tmp_path):
 
 
 # --- csv_image ------------------------------------------------------------------------------------
-def image_rows(folder: Path, n: int = 30) -> list[dict]:
-    rows = []
-    for i in range(n):
-        labels = ["red"] if i % 3 == 0 else ["green", "blue"] if i % 3 == 1 else ["blue"]
-        write_image(folder / "images" / f"{i}.png", COLORS[i % 3])
-        rows.append({"image": f"images/{i}.png", "labels": labels})
-    return rows
-
-
 @pytest.mark.parametrize("name", ["labels.csv", "labels.jsonl.gz"])
 def test_csv_image_reads_paths_relative_to_the_file(tmp_path, name):
     path = write_text_file(tmp_path / name, image_rows(tmp_path))
-    dm = CsvImageDataModule(path=str(path), image_size=16, channels=1, batch_size=5,
-                            val_fraction=0.2, test_fraction=0.2, num_workers=0)
+    dm = CsvImageDataModule(
+        path=str(path),
+        image_size=16,
+        channels=1,
+        batch_size=5,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        num_workers=0,
+    )
     dm.prepare_data()
     dm.setup("fit")
     assert dm.label_names == ["blue", "green", "red"] and dm.backbone_inputs == {"in_channels": 1}
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 6, 6)
     images, targets = next(iter(dm.train_dataloader()))
-    assert images.shape == (5, 1, 16, 16) and targets.shape == (5, 3) and targets.dtype == torch.float32
+    assert (
+        images.shape == (5, 1, 16, 16)
+        and targets.shape == (5, 3)
+        and targets.dtype == torch.float32
+    )
 
 
 def test_csv_image_errors_and_unknown_labels(tmp_path, caplog):
     rows = image_rows(tmp_path, 12)
-    bad = write_text_file(tmp_path / "bad.csv", rows[:5] + [{"image": "images/missing.png", "labels": ["red"]}])
+    bad = write_text_file(
+        tmp_path / "bad.csv", rows[:5] + [{"image": "images/missing.png", "labels": ["red"]}]
+    )
     with pytest.raises(FileNotFoundError, match=r"bad.csv line 7: image not found: .*missing.png"):
         CsvImageDataModule(path=str(bad)).setup("fit")
     train = write_text_file(tmp_path / "train.csv", rows[:9])
-    test = write_text_file(tmp_path / "test.csv", rows[9:] + [{"image": "images/0.png", "labels": ["purple"]}])
-    dm = CsvImageDataModule(train_path=str(train), test_path=str(test), val_fraction=0.3, image_size=8)
+    test = write_text_file(
+        tmp_path / "test.csv", rows[9:] + [{"image": "images/0.png", "labels": ["purple"]}]
+    )
+    dm = CsvImageDataModule(
+        train_path=str(train), test_path=str(test), val_fraction=0.3, image_size=8
+    )
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert dm.unknown_labels == {"test": {"purple": 1}}
@@ -313,7 +323,9 @@ def test_csv_image_predict_dataset(tmp_path):
     restored = CsvImageDataModule()
     restored.load_state_dict(dm.state_dict())
     assert restored.backbone_inputs == {"in_channels": 3}
-    inputs = write_text_file(tmp_path / "inputs.jsonl", [{"image": str(tmp_path / "images" / "1.png")}] * 3)
+    inputs = write_text_file(
+        tmp_path / "inputs.jsonl", [{"image": str(tmp_path / "images" / "1.png")}] * 3
+    )
     batch = next(iter(DataLoader(restored.predict_dataset(str(inputs)), batch_size=3)))
     assert batch.shape == (3, 3, 16, 16)
     assert torch.allclose(batch[0], dm.preprocessing(Image.open(tmp_path / "images" / "1.png")))

@@ -1,4 +1,4 @@
-"""Yeast prediction inputs: feature rows from a user file, standardised with the stored statistics."""
+"""Yeast prediction inputs: feature rows from a user file, standardised with stored statistics."""
 
 from __future__ import annotations
 
@@ -55,19 +55,27 @@ def test_jsonl_gz_by_name_with_extra_fields(trained, tmp_path):
     path = tmp_path / "rows.jsonl.gz"
     with gzip.open(path, "wt") as handle:
         for i, row in enumerate(rows):
-            record = {"id": f"gene-{i}"} | {name: float(v) for name, v in zip(FEATURE_NAMES, row, strict=True)}
+            record = {"id": f"gene-{i}"} | {
+                name: float(v) for name, v in zip(FEATURE_NAMES, row, strict=True)
+            }
             handle.write(json.dumps(record | {"note": "x"}) + "\n")
     items = list(restored_from(trained, tmp_path).predict_dataset(str(path)))
-    assert len(items) == 3 and torch.allclose(torch.stack(items), trained.test_set.tensors[0][:3], atol=1e-4)
+    assert len(items) == 3 and torch.allclose(
+        torch.stack(items), trained.test_set.tensors[0][:3], atol=1e-4
+    )
 
 
 def test_bad_feature_files_are_reported(trained, tmp_path):
     header = ",".join(FEATURE_NAMES)
     bad = tmp_path / "bad.csv"
-    bad.write_text(header + "\n" + ",".join(["0.1"] * 103) + "\n" + ",".join(["0.1"] * 102 + ["inf"]) + "\n")
+    bad.write_text(
+        header + "\n" + ",".join(["0.1"] * 103) + "\n" + ",".join(["0.1"] * 102 + ["inf"]) + "\n"
+    )
     with pytest.raises(ValueError, match=r"bad.csv line 3: non-finite value in column Att103"):
         trained.predict_dataset(str(bad))
     unnamed = tmp_path / "unnamed.csv"  # columns are matched by name, never by position
-    unnamed.write_text(",".join(f"f{i}" for i in range(103)) + "\n" + ",".join(["0.1"] * 103) + "\n")
+    unnamed.write_text(
+        ",".join(f"f{i}" for i in range(103)) + "\n" + ",".join(["0.1"] * 103) + "\n"
+    )
     with pytest.raises(ValueError, match=r"unnamed.csv: missing feature column"):
         trained.predict_dataset(str(unnamed))

@@ -1,14 +1,16 @@
 """One LightningDataModule per dataset, plus the shared base classes.
 
-| class                          | config                    | inputs                                   |
-|--------------------------------|---------------------------|------------------------------------------|
-| ``YeastDataModule``            | ``data=yeast``            | float ``[batch, 103]``                   |
-| ``ReutersDataModule``          | ``data=reuters``          | ``{"input_ids", "attention_mask"}``      |
-| ``CsvTextDataModule``          | ``data=csv_text``         | ``{"input_ids", "attention_mask"}``      |
-| ``MultiFashionMNISTDataModule``| ``data=multi_fashion_mnist`` | float ``[batch, 1, 56, 56]``          |
-| ``CocoDataModule``             | ``data=coco``             | float ``[batch, 3, size, size]``         |
-| ``VocDataModule``              | ``data=voc``              | float ``[batch, 3, size, size]``         |
-| ``CsvImageDataModule``         | ``data=csv_image``        | float ``[batch, channels, size, size]``  |
+| class                       | config                   | inputs                          |
+|-----------------------------|--------------------------|---------------------------------|
+| YeastDataModule             | data=yeast               | float [batch, 103]              |
+| ReutersDataModule           | data=reuters             | {"input_ids", "attention_mask"} |
+| CsvTextDataModule           | data=csv_text            | {"input_ids", "attention_mask"} |
+| MultiFashionMNISTDataModule | data=multi_fashion_mnist | float [batch, 1, 56, 56]        |
+| CocoDataModule              | data=coco                | float [batch, 3, size, size]    |
+| VocDataModule               | data=voc                 | float [batch, 3, size, size]    |
+| CsvImageDataModule          | data=csv_image           | float [batch, C, size, size]    |
+
+Each value of an input dict is a LongTensor ``[batch, T]``; ``C`` is ``channels`` (1 or 3).
 
 Targets are always float ``[batch, num_labels]`` in {0, 1}.
 """

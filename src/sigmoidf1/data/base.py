@@ -5,20 +5,29 @@ float tensor, or a dict of tensors), ``targets`` a float tensor ``[batch, num_la
 After ``setup()`` it exposes:
 
 - ``label_names`` (list of str) and ``num_labels``: the model's head is sized from them;
-- ``backbone_inputs``: a dict of the input facts a backbone may need (``in_features``, ``vocab_size``,
-  ``in_channels`` ...); each backbone takes the keys it declares in its signature.
+- ``backbone_inputs``: a dict of the input facts a backbone may need (``in_features``,
+  ``vocab_size``, ``in_channels`` ...); each backbone takes the keys it declares in its signature.
 
 ``batch_size`` is the **global** batch size: under a distributed strategy each process loads
 ``batch_size // world_size`` examples, so a config means the same optimisation whatever the number
 of devices. Validation and test batches come from ``UnrepeatedDistributedSampler`` there: every
 example is evaluated exactly once, so the metrics equal those of one process (``samplers.py``).
 
-For prediction on new data, ``state_dict()`` holds everything needed to preprocess new inputs without
-the training data (label names, scaler statistics, vocabulary, tokenizer, image size and
-normalisation) as plain Python data, so that checkpoints load with ``torch.load(weights_only=True)``;
-``load_state_dict(state)`` restores it on a freshly constructed DataModule, and
-``predict_dataset(path)`` reads a user file of inputs into a dataset that yields ``inputs`` in the
-training format (no targets).
+For prediction on new data, ``state_dict()`` holds everything needed to preprocess new inputs
+without the training data (label names, scaler statistics, vocabulary, tokenizer, image size and
+normalisation) as plain Python data, so that checkpoints load with
+``torch.load(weights_only=True)``; ``load_state_dict(state)`` restores it on a freshly constructed
+DataModule, and ``predict_dataset(path)`` reads a user file of inputs into a dataset that yields
+``inputs`` in the training format (no targets).
+
+``setup`` may run several times (the pipeline calls it before building the model, Lightning again
+inside ``fit``/``test``): only the first call loads. ``prepare_data`` may run in several processes
+at once (DDP ranks): every file it writes appears atomically under a unique temporary name first.
+``label_names`` and ``backbone_inputs`` are plain Python data (checked after loading), since they
+are stored in the checkpoint's hyperparameters.
+
+Loader settings: ``num_workers`` (0 is fastest for in-memory tensors), ``pin_memory`` (``"auto"``:
+on when CUDA is available) and persistent workers whenever ``num_workers > 0``.
 
 On one process the training loader is a ``ResumableDataLoader``: its order depends only on
 ``(seed, epoch)`` and a run resumed from a mid-epoch checkpoint skips the batches it already
@@ -35,8 +44,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sigmoidf1.data.samplers import UnrepeatedDistributedSampler, check_even_batches
 from sigmoidf1.data.resumable import ResumableDataLoader
+from sigmoidf1.data.samplers import UnrepeatedDistributedSampler, check_even_batches
 from sigmoidf1.utils.errors import ConfigError, DataError
 
 
@@ -52,7 +61,7 @@ class MultilabelDataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
@@ -61,6 +70,10 @@ class MultilabelDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        if num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+        if pin_memory not in (True, False, "auto"):
+            raise ConfigError(f"pin_memory must be true, false or auto, got {pin_memory!r}")
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
@@ -78,8 +91,11 @@ class MultilabelDataModule(L.LightningDataModule):
         return len(self.label_names)
 
     def setup(self, stage: str | None = None) -> None:
+        """Load the splits on the first call; later calls (any stage) return at once."""
         if self.train_set is None:
             self._load()
+            self.label_names = [str(name) for name in self.label_names]
+            self.backbone_inputs = plain_data(dict(self.backbone_inputs), "backbone_inputs")
             if not self.label_names:
                 raise DataError(
                     f"{type(self).__name__}: the dataset has no labels (no label column, or every "
@@ -148,8 +164,10 @@ class MultilabelDataModule(L.LightningDataModule):
         kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
         if not kwargs or kwargs["num_replicas"] == 1:
             return None
-        split = next((name for name in ("val", "test", "train")
-                      if getattr(self, f"{name}_set") is dataset), "evaluation")
+        split = next(
+            (name for name in ("val", "test", "train") if getattr(self, f"{name}_set") is dataset),
+            "evaluation",
+        )
         check_even_batches(len(dataset), per_device_batch_size, kwargs["num_replicas"], split)
         return UnrepeatedDistributedSampler(dataset, kwargs["num_replicas"], kwargs["rank"])
 
@@ -165,17 +183,23 @@ class MultilabelDataModule(L.LightningDataModule):
             "batch_size": batch_size,
             "drop_last": self.drop_last and shuffle,
             "num_workers": self.num_workers,
-            "pin_memory": self.pin_memory,
+            "pin_memory": self._pin_memory(),
             "persistent_workers": self.num_workers > 0,
             # the loader's own generator: iterating never consumes the global random state
             "generator": torch.Generator().manual_seed(self.seed or 0),
         }
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if shuffle and world_size == 1:
-            return ResumableDataLoader(dataset, seed=self.seed, position=self._batches_done, **kwargs)
+            return ResumableDataLoader(
+                dataset, seed=self.seed, position=self._batches_done, **kwargs
+            )
         # under DDP Lightning swaps in its DistributedSampler (shuffled by seed and epoch) for
         # training; evaluation splits get the unpadded sampler
         return DataLoader(dataset, shuffle=shuffle, sampler=sampler, **kwargs)
+
+    def _pin_memory(self) -> bool:
+        """Page-locked batches speed up copies to a GPU; on a CPU-only machine they only cost."""
+        return torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory)
 
     def _batches_done(self) -> int:
         """Batches of the current training epoch already done: 0, except when a run resumes in
@@ -212,6 +236,21 @@ class TensorInputs(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         return self.inputs[index]
+
+
+def plain_data(value: Any, name: str) -> Any:
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists, tuples into
+    lists; raises ``TypeError`` naming ``name`` for anything that is not str/int/float/bool/None,
+    a list or a str-keyed dict of those (what ``torch.load(weights_only=True)`` accepts)."""
+    if isinstance(value, np.generic | np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [plain_data(item, f"{name}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: plain_data(item, f"{name}.{key}") for key, item in value.items()}
+    raise TypeError(f"{name} must be plain Python data (checkpoints store it), got {value!r}")
 
 
 def columns_preview(columns: list[str], limit: int = 12) -> str:

@@ -25,12 +25,13 @@ from sigmoidf1.data.images import ImageDataModule
 from sigmoidf1.utils.errors import DataError
 
 
-def read_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bool = False
-              ) -> tuple[list[Path], np.ndarray, list[str], list[int]]:
+def read_coco(
+    annotation_file: str | Path, image_dir: str | Path, keep_empty: bool = False
+) -> tuple[list[Path], np.ndarray, list[str], list[int]]:
     """Image paths, ``targets [n, num_categories] float32``, category names and ids.
 
-    Raises ``FileNotFoundError``/``ValueError`` naming the file for a missing file, missing keys or an
-    annotation of an unknown category.
+    Raises ``FileNotFoundError``/``ValueError`` naming the file for a missing file, missing keys or
+    an annotation of an unknown category.
     """
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     if not annotation_file.is_file():
@@ -45,11 +46,14 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bo
     try:
         return _multi_hot(content, annotation_file, image_dir, keep_empty)
     except KeyError as error:
-        raise DataError(f"{annotation_file}: an entry lacks the key {error} (not a COCO instances file?)") from None
+        raise DataError(
+            f"{annotation_file}: an entry lacks the key {error} (not a COCO instances file?)"
+        ) from None
 
 
-def _multi_hot(content: dict, annotation_file: Path, image_dir: Path, keep_empty: bool
-               ) -> tuple[list[Path], np.ndarray, list[str], list[int]]:
+def _multi_hot(
+    content: dict, annotation_file: Path, image_dir: Path, keep_empty: bool
+) -> tuple[list[Path], np.ndarray, list[str], list[int]]:
     """``read_coco`` on the parsed JSON (a missing key surfaces as ``KeyError``)."""
     categories = sorted(content["categories"], key=lambda c: c["id"])
     ids = [int(c["id"]) for c in categories]
@@ -59,9 +63,14 @@ def _multi_hot(content: dict, annotation_file: Path, image_dir: Path, keep_empty
     for annotation in content["annotations"]:
         cid, iid = int(annotation["category_id"]), int(annotation["image_id"])
         if cid not in column:
-            raise DataError(f"{annotation_file}: annotation {annotation.get('id')} has unknown category_id {cid}")
+            raise DataError(
+                f"{annotation_file}: annotation {annotation.get('id')} has unknown "
+                f"category_id {cid}"
+            )
         if iid not in row:
-            raise DataError(f"{annotation_file}: annotation {annotation.get('id')} has unknown image_id {iid}")
+            raise DataError(
+                f"{annotation_file}: annotation {annotation.get('id')} has unknown image_id {iid}"
+            )
         targets[row[iid], column[cid]] = 1.0
     paths = [image_dir / image["file_name"] for image in content["images"]]
     if not keep_empty:
@@ -82,8 +91,16 @@ class CocoDataModule(ImageDataModule):
         Other arguments: see ``ImageDataModule`` and ``MultilabelDataModule``.
     """
 
-    def __init__(self, root: str, year: int = 2014, train_split: str = "train", test_split: str = "val",
-                 val_fraction: float = 0.1, keep_empty: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        root: str,
+        year: int = 2014,
+        train_split: str = "train",
+        test_split: str = "val",
+        val_fraction: float = 0.1,
+        keep_empty: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
         self.year = year
@@ -104,8 +121,12 @@ class CocoDataModule(ImageDataModule):
                 raise FileNotFoundError(f"COCO image folder not found: {images}")
 
     def _load(self) -> None:
-        train_paths, train_targets, names, ids = read_coco(*self._files(self.train_split), self.keep_empty)
-        test_paths, test_targets, test_names, test_ids = read_coco(*self._files(self.test_split), self.keep_empty)
+        train_paths, train_targets, names, ids = read_coco(
+            *self._files(self.train_split), self.keep_empty
+        )
+        test_paths, test_targets, test_names, test_ids = read_coco(
+            *self._files(self.test_split), self.keep_empty
+        )
         if test_ids != ids:
             raise DataError(
                 f"{self._files(self.test_split)[0]} and {self._files(self.train_split)[0]} list "
@@ -113,8 +134,11 @@ class CocoDataModule(ImageDataModule):
             )
         self.label_names = names
         train, val, _ = split_indices(len(train_paths), self.val_fraction, 0.0, self.seed)
-        self._file_splits(
-            {"train": [train_paths[i] for i in train], "val": [train_paths[i] for i in val],
-             "test": test_paths},
+        self._build_splits(
+            {
+                "train": [train_paths[i] for i in train],
+                "val": [train_paths[i] for i in val],
+                "test": test_paths,
+            },
             {"train": train_targets[train], "val": train_targets[val], "test": test_targets},
         )

@@ -1,9 +1,9 @@
 """Multi Fashion-MNIST: real Fashion-MNIST articles composed into multilabel images.
 
 Each example is a ``grid x grid`` canvas of 28x28 cells (56x56 by default) holding between
-``min_objects`` and ``max_objects`` articles (uniformly many) in random cells, the other cells black;
-its labels are the set of article classes present (two articles of one class give one label). This is
-the multi-MNIST construction of the literature, on real photographs of clothing.
+``min_objects`` and ``max_objects`` articles (uniformly many) in random cells, the other cells
+black; its labels are the set of article classes present (two articles of one class give one label).
+This is the multi-MNIST construction of the literature, on real photographs of clothing.
 
 Deterministic from ``seed``: the Fashion-MNIST training set is split once into article pools for the
 training and validation composites (``val_article_fraction``), and the test composites use the
@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,23 @@ from torch.utils.data import Dataset
 
 from sigmoidf1.data.images import ImageDataModule, ImagePreprocessing
 from sigmoidf1.utils.errors import ConfigError, DataError
+from sigmoidf1.utils.files import atomic_write
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -69,14 +79,20 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_fashion_mnist(source_dir: str | Path | None, download_root: str | Path | None,
-                       download: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_fashion_mnist(
+    source_dir: str | Path | None, download_root: str | Path | None, download: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train": (images [60000, 28, 28], labels [60000]), "test": (... 10000 ...)}``, uint8."""
     if source_dir is not None:
         folder = Path(source_dir)
-        paths = {split: [_idx_path(folder, stem) for stem in stems] for split, stems in IDX_FILES.items()}
+        paths = {
+            split: [_idx_path(folder, stem) for stem in stems] for split, stems in IDX_FILES.items()
+        }
         if all(p is not None for pair in paths.values() for p in pair):
-            return {split: (read_idx(images), read_idx(labels)) for split, (images, labels) in paths.items()}
+            return {
+                split: (read_idx(images), read_idx(labels))
+                for split, (images, labels) in paths.items()
+            }
     if download_root is None:
         raise FileNotFoundError(
             f"Fashion-MNIST idx files not found in {source_dir} and no data_dir to download into "
@@ -86,25 +102,38 @@ def load_fashion_mnist(source_dir: str | Path | None, download_root: str | Path 
 
     root = Path(download_root) / "fashion_mnist"
     try:
-        sets = {split: FashionMNIST(str(root), train=split == "train", download=download)
-                for split in ("train", "test")}
+        sets = {
+            split: FashionMNIST(str(root), train=split == "train", download=download)
+            for split in ("train", "test")
+        }
     except RuntimeError as error:  # torchvision: "Dataset not found. You can use download=True"
         raise FileNotFoundError(
             f"Fashion-MNIST is neither in {source_dir} (apt-get install dataset-fashion-mnist) "
             f"nor downloadable into {root} ({error})"
         ) from error
-    return {split: (s.data.numpy(), s.targets.numpy().astype(np.uint8)) for split, s in sets.items()}
+    return {
+        split: (s.data.numpy(), s.targets.numpy().astype(np.uint8)) for split, s in sets.items()
+    }
 
 
-def compose(images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator, grid: int = 2,
-            min_objects: int = 1, max_objects: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def compose(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    grid: int = 2,
+    min_objects: int = 1,
+    max_objects: int = 4,
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` composites from the article pool ``images [m, 28, 28]`` / ``labels [m]``.
 
     Returns ``canvases uint8 [n, 28 * grid, 28 * grid]`` and ``targets float32 [n, 10]``.
     """
     cells = grid * grid
     if not 1 <= min_objects <= max_objects <= cells:
-        raise ConfigError(f"need 1 <= min_objects <= max_objects <= {cells}, got {min_objects}, {max_objects}")
+        raise ConfigError(
+            f"need 1 <= min_objects <= max_objects <= {cells}, got {min_objects}, {max_objects}"
+        )
     count = rng.integers(min_objects, max_objects + 1, size=n)
     order = np.argsort(rng.random((n, cells)), axis=1)  # a random permutation of the cells per row
     occupied = np.zeros((n, cells), dtype=bool)
@@ -112,7 +141,11 @@ def compose(images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Gener
     picks = rng.integers(0, len(images), size=(n, cells))
     tiles = images[picks] * occupied[:, :, None, None].astype(np.uint8)
     side = ARTICLE * grid
-    canvases = tiles.reshape(n, grid, grid, ARTICLE, ARTICLE).transpose(0, 1, 3, 2, 4).reshape(n, side, side)
+    canvases = (
+        tiles.reshape(n, grid, grid, ARTICLE, ARTICLE)
+        .transpose(0, 1, 3, 2, 4)
+        .reshape(n, side, side)
+    )
     targets = np.zeros((n, len(CLASSES)), dtype=np.float32)
     rows = np.repeat(np.arange(n), cells)
     mask = occupied.reshape(-1)
@@ -130,11 +163,21 @@ def pixel_statistics(pixels: np.ndarray) -> tuple[float, float]:
     return mean, max(variance, 1e-12) ** 0.5
 
 
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
 class ArrayImages(Dataset):
     """In-memory ``uint8 [n, H, W]`` grey images; items ``(image [1, H, W], target)``."""
 
-    def __init__(self, pixels: np.ndarray, targets: np.ndarray, preprocessing: ImagePreprocessing,
-                 augment: bool = False) -> None:
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        targets: np.ndarray,
+        preprocessing: ImagePreprocessing,
+        augment: bool = False,
+    ) -> None:
         self.pixels = torch.from_numpy(pixels)
         self.targets = torch.from_numpy(targets)
         self.preprocessing, self.augment = preprocessing, augment
@@ -189,8 +232,13 @@ class MultiFashionMNISTDataModule(ImageDataModule):
         self.val_article_fraction = val_article_fraction
 
     def _settings(self) -> dict[str, Any]:
-        return {"seed": self.seed, "sizes": self.sizes, "layout": self.layout,
-                "val_article_fraction": self.val_article_fraction, "version": 1}
+        return {
+            "seed": self.seed,
+            "sizes": self.sizes,
+            "layout": self.layout,
+            "val_article_fraction": self.val_article_fraction,
+            "version": 1,
+        }
 
     @property
     def cache_path(self) -> Path | None:
@@ -218,7 +266,7 @@ class MultiFashionMNISTDataModule(ImageDataModule):
         return arrays
 
     def _composites(self) -> dict[str, np.ndarray]:
-        """The cached composites, generated (and cached) on first use."""
+        """The cached composites, generated (and cached) when the cache is absent or unreadable."""
         path = self.cache_path
         if path is not None and path.is_file():
             try:
@@ -228,15 +276,14 @@ class MultiFashionMNISTDataModule(ImageDataModule):
                 log.warning(f"regenerating unreadable cache {path} ({error})")
         arrays = self.generate()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
-            os.replace(tmp, path)
+            # a file object: given a path, numpy would append ".npz" to the temporary name
+            atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
         return arrays
 
     def prepare_data(self) -> None:
-        self._composites()
+        """Generate and cache the composites unless the cache exists (cheap when called again)."""
+        if self.cache_path is None or not self.cache_path.is_file():
+            self._composites()
 
     def _load(self) -> None:
         arrays = self._composites()
@@ -244,7 +291,11 @@ class MultiFashionMNISTDataModule(ImageDataModule):
         mean, std = pixel_statistics(arrays["train_images"])
         self.preprocessing = ImagePreprocessing(self.preprocessing.image_size, 1, [mean], [std])
         for split in ("train", "val", "test"):
-            dataset = ArrayImages(arrays[f"{split}_images"], arrays[f"{split}_targets"],
-                                  self.preprocessing, augment=self.augment and split == "train")
+            dataset = ArrayImages(
+                arrays[f"{split}_images"],
+                arrays[f"{split}_targets"],
+                self.preprocessing,
+                augment=self.augment and split == "train",
+            )
             setattr(self, f"{split}_set", dataset)
         self.backbone_inputs = {"in_channels": 1}

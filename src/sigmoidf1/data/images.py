@@ -1,4 +1,5 @@
-"""Shared pieces of the image DataModules (``multi_fashion_mnist``, ``coco``, ``voc``, ``csv_image``).
+"""Shared pieces of the image DataModules (``multi_fashion_mnist``, ``coco``, ``voc``,
+``csv_image``).
 
 Batches are ``(images, targets)``: ``images`` float ``[batch, channels, height, width]``, normalised
 per channel as ``(pixel / 255 - mean) / std``; ``targets`` float ``[batch, num_labels]``.
@@ -6,8 +7,8 @@ per channel as ``(pixel / 255 - mean) / std``; ``targets`` float ``[batch, num_l
 
 Image files are read with Pillow, converted to grey (``channels=1``) or RGB (``channels=3``) and
 resized to ``image_size`` (bilinear; no cropping, so the aspect ratio is not kept). Training images
-are flipped left-right at random when ``augment`` is on. The size, channels and normalisation travel in
-checkpoints so that prediction preprocesses new images identically.
+are flipped left-right at random when ``augment`` is on. The size, channels and normalisation travel
+in checkpoints so that prediction preprocesses new images identically.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ def default_normalisation(channels: int) -> tuple[list[float], list[float]]:
 class ImagePreprocessing:
     """``PIL image -> float tensor [channels, size, size]`` (see the module docstring)."""
 
-    def __init__(self, image_size: int, channels: int, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
         if image_size < 1:
@@ -72,8 +78,12 @@ class ImagePreprocessing:
         return self.normalise(torch.from_numpy(np.ascontiguousarray(array)))
 
     def state(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "channels": self.channels,
-                "mean": self.mean, "std": self.std}
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 def open_image(path: str | Path, where: str = "") -> Image.Image:
@@ -85,18 +95,30 @@ def open_image(path: str | Path, where: str = "") -> Image.Image:
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError) as error:
-        raise DataError(f"{where}{': ' if where else ''}cannot read image {path} ({error})") from None
+        raise DataError(
+            f"{where}{': ' if where else ''}cannot read image {path} ({error})"
+        ) from None
     return image
 
 
 class ImageFiles(Dataset):
     """Images read from files on access; items ``(image, target)`` or ``image`` without targets."""
 
-    def __init__(self, paths: Sequence[str | Path], preprocessing: ImagePreprocessing,
-                 targets: Tensor | None = None, augment: bool = False) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        preprocessing: ImagePreprocessing,
+        targets: Tensor | None = None,
+        augment: bool = False,
+    ) -> None:
         if targets is not None and len(targets) != len(paths):
             raise ValueError(f"{len(paths)} images but {len(targets)} target rows")
-        self.paths, self.preprocessing, self.targets, self.augment = list(paths), preprocessing, targets, augment
+        self.paths, self.preprocessing, self.targets, self.augment = (
+            list(paths),
+            preprocessing,
+            targets,
+            augment,
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -119,27 +141,42 @@ class ImageDataModule(MultilabelDataModule):
         image_column: the column of image paths in files given to ``predict_dataset``.
     """
 
-    def __init__(self, image_size: int = 224, channels: int = 3, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, augment: bool = True, image_column: str = "image",
-                 **loader_kwargs) -> None:
+    def __init__(
+        self,
+        image_size: int = 224,
+        channels: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        augment: bool = True,
+        image_column: str = "image",
+        **loader_kwargs,
+    ) -> None:
         super().__init__(**loader_kwargs)
         self.preprocessing = ImagePreprocessing(image_size, channels, mean, std)
         self.augment = augment
         self.image_column = image_column
         self.backbone_inputs = {"in_channels": channels}
 
-    def _file_splits(self, paths: dict[str, Sequence[Path]], targets: dict[str, np.ndarray]) -> None:
-        """Set the three splits from image paths and ``[n, num_labels]`` targets."""
+    def _build_splits(
+        self, paths: dict[str, Sequence[Path]], targets: dict[str, np.ndarray]
+    ) -> None:
+        """Set the three splits from image paths and ``[n, num_labels]`` targets per split."""
         for split in ("train", "val", "test"):
-            dataset = ImageFiles(paths[split], self.preprocessing,
-                                 torch.from_numpy(np.asarray(targets[split], dtype=np.float32)),
-                                 augment=self.augment and split == "train")
+            dataset = ImageFiles(
+                paths[split],
+                self.preprocessing,
+                torch.from_numpy(np.asarray(targets[split], dtype=np.float32)),
+                augment=self.augment and split == "train",
+            )
             setattr(self, f"{split}_set", dataset)
         self.backbone_inputs = {"in_channels": self.preprocessing.channels}
 
     # --- prediction -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"image": self.preprocessing.state(), "image_column": self.image_column}
+        return super().state_dict() | {
+            "image": self.preprocessing.state(),
+            "image_column": self.image_column,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -151,7 +188,8 @@ class ImageDataModule(MultilabelDataModule):
     def predict_dataset(self, path: str) -> Dataset:
         """Images named in the ``image_column`` column of a CSV/TSV/JSONL(.gz) file.
 
-        Relative image paths are relative to the folder of ``path``. Items: ``[channels, size, size]``.
+        Relative image paths are relative to the folder of ``path``. Items: ``[channels, size,
+        size]``.
         """
         rows, lines, _ = read_records(path, [self.image_column])
         base = Path(path).parent

@@ -1,8 +1,8 @@
 """Label sets → multi-hot targets, with the vocabulary taken from the training split.
 
-A label that occurs only in validation or test cannot be predicted by a model trained on the training
-split; it is left out of the targets and **reported** (a warning naming each such label and how many
-examples carry it), never dropped silently.
+A label that occurs only in validation or test cannot be predicted by a model trained on the
+training split; it is left out of the targets and **reported** (a warning naming each such label and
+how many examples carry it), never dropped silently.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def parse_labels(value: Any, separator: str, where: str) -> list[str]:
     return list(dict.fromkeys(name.strip() for name in names if name.strip()))
 
 
-def label_vocabulary(label_sets: Sequence[Sequence[str]], source: str = "the training split") -> list[str]:
+def label_vocabulary(
+    label_sets: Sequence[Sequence[str]], source: str = "the training split"
+) -> list[str]:
     """The sorted label names occurring in ``label_sets``; raises when there are none."""
     names = sorted({name for labels in label_sets for name in labels})
     if not names:

@@ -1,8 +1,8 @@
 """Read users' tabular files: CSV or JSON Lines, optionally gzip-compressed.
 
 The format follows the file name: ``.csv`` / ``.tsv`` (tab-separated) or ``.jsonl`` / ``.ndjson`` /
-``.json`` (one JSON object per line), each optionally followed by ``.gz``. Every error names the file,
-and the line or the column at fault.
+``.json`` (one JSON object per line), each optionally followed by ``.gz``. Every error names the
+file, and the line or the column at fault.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def read_records(
         column names (CSV header, or the keys of the first JSON object).
 
     Raises:
-        FileNotFoundError: naming the path. ``ValueError``: a missing column (listing those present),
-        a line that is not a JSON object, a CSV row with the wrong number of fields, or no rows.
+        FileNotFoundError: naming the path. ``ValueError``: a missing column (listing those
+        present), a line that is not a JSON object, a CSV row with the wrong number of fields, or no
+        rows.
     """
     kind = file_format(path)
     with open_text(path) as handle:
@@ -75,9 +76,12 @@ def read_records(
     return rows, lines, header
 
 
-def _missing_column(path: str | Path, column: str, present: Sequence[str], where: str = "") -> ValueError:
+def _missing_column(
+    path: str | Path, column: str, present: Sequence[str], where: str = ""
+) -> ValueError:
     return ValueError(
-        f"{path}{where}: no column {column!r}; columns present: {', '.join(map(str, present)) or '(none)'}"
+        f"{path}{where}: no column {column!r}; columns present: "
+        f"{', '.join(map(str, present)) or '(none)'}"
     )
 
 
@@ -121,7 +125,9 @@ def _read_jsonl(
         except json.JSONDecodeError as error:
             raise DataError(f"{path} line {number}: not valid JSON ({error.msg})") from None
         if not isinstance(row, dict):
-            raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            raise DataError(
+                f"{path} line {number}: expected a JSON object, got {type(row).__name__}"
+            )
         if not header:
             header = list(row)
         for column in columns:

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-_MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant: spreads (seed, epoch) over generator seeds
+_MIX = (
+    0x9E3779B97F4A7C15  # 64-bit golden-ratio constant: spreads (seed, epoch) over generator seeds
+)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -68,12 +70,18 @@ class ResumableDataLoader(DataLoader):
 
     ``state_dict() = {"seed", "epoch", "batches"}`` (plain ints: safe to load with
     ``weights_only=True``), ``batches`` being the number yielded in the current epoch. The loader
-    seeds its own ``generator`` (the worker base seed) from ``(seed, epoch)`` as well, so iterating it
-    never consumes the global random state.
+    seeds its own ``generator`` (the worker base seed) from ``(seed, epoch)`` as well, so iterating
+    it never consumes the global random state.
     """
 
-    def __init__(self, dataset: Any, batch_size: int, seed: int | None,
-                 position: Callable[[], int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        seed: int | None,
+        position: Callable[[], int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         # seed=None (an unseeded run): a random seed, replaced by the checkpoint's on resume
         self._seed_given = seed is not None
         seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
@@ -96,7 +104,9 @@ class ResumableDataLoader(DataLoader):
         elif self._resume is not None and self._resume["epoch"] == epoch:
             skip = self._resume["batches"]
         self._resume = None
-        if isinstance(sampler, EpochShuffleSampler):  # Lightning may have swapped it (overfit_batches)
+        if isinstance(
+            sampler, EpochShuffleSampler
+        ):  # Lightning may have swapped it (overfit_batches)
             sampler.start = skip * self.batch_size
         else:
             skip = 0
@@ -108,8 +118,11 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": int(getattr(self.sampler, "epoch", 0)),
-                "batches": self._batches}
+        return {
+            "seed": self.seed,
+            "epoch": int(getattr(self.sampler, "epoch", 0)),
+            "batches": self._batches,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         stored_seed = int(state.get("seed", self.seed))
@@ -120,7 +133,12 @@ class ResumableDataLoader(DataLoader):
         elif stored_seed != self.seed:
             raise ValueError(
                 f"the checkpoint's data order was seeded with {state['seed']} but this run uses "
-                f"{self.seed}: resume with the same seed (the `seed` key) to continue the same order"
+                f"{self.seed}: resume with the same seed (the `seed` key) to continue the same "
+                "order"
             )
         batches = int(state.get("batches", 0))
-        self._resume = {"epoch": int(state.get("epoch", 0)), "batches": batches} if 0 < batches < len(self) else None
+        self._resume = (
+            {"epoch": int(state.get("epoch", 0)), "batches": batches}
+            if 0 < batches < len(self)
+            else None
+        )

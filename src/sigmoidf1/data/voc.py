@@ -23,8 +23,25 @@ from sigmoidf1.data.images import ImageDataModule
 from sigmoidf1.utils.errors import DataError
 
 CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 ]
 
@@ -59,8 +76,16 @@ class VocDataModule(ImageDataModule):
         Other arguments: see ``ImageDataModule`` and ``MultilabelDataModule``.
     """
 
-    def __init__(self, root: str, year: int = 2007, train_split: str = "train", val_split: str = "val",
-                 test_split: str = "test", use_difficult: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        root: str,
+        year: int = 2007,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "test",
+        use_difficult: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
         self.year = year
@@ -96,4 +121,4 @@ class VocDataModule(ImageDataModule):
                 for label in read_voc_annotation(xml, self.use_difficult):
                     targets[split][row, column[label]] = 1.0
             paths[split] = [self.voc_dir / "JPEGImages" / f"{image_id}.jpg" for image_id in ids]
-        self._file_splits(paths, targets)
+        self._build_splits(paths, targets)

@@ -74,8 +74,10 @@ def read_yeast(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     try:
         table = np.asarray(body, dtype=np.float64)
     except ValueError as error:
-        raise DataError(f"{path}: every value must be a number and every row must have "
-                        f"{len(header)} columns ({error})") from None
+        raise DataError(
+            f"{path}: every value must be a number and every row must have "
+            f"{len(header)} columns ({error})"
+        ) from None
     features = table[:, feature_cols].astype(np.float32)
     targets = table[:, label_cols].astype(np.float32)
     if not np.isfinite(features).all():
@@ -145,8 +147,9 @@ class YeastDataModule(MultilabelDataModule):
             return
         mean = np.asarray(state["mean"], dtype=np.float32)
         std = np.asarray(state["std"], dtype=np.float32)
-        changed = self.mean is None or not (np.array_equal(mean, self.mean)
-                                            and np.array_equal(std, self.std))
+        changed = self.mean is None or not (
+            np.array_equal(mean, self.mean) and np.array_equal(std, self.std)
+        )
         self.mean, self.std, self._frozen = mean, std, True
         if changed and self.train_set is not None:
             self.train_set = None
@@ -168,12 +171,16 @@ class YeastDataModule(MultilabelDataModule):
             try:
                 features[i] = [float(row[name]) for name in self.feature_names]
             except (KeyError, TypeError, ValueError) as error:
-                raise DataError(f"{path} line {line}: every feature must be a number ({error})") from None
+                raise DataError(
+                    f"{path} line {line}: every feature must be a number ({error})"
+                ) from None
             if not np.isfinite(features[i]).all():
                 column = self.feature_names[int(np.argmin(np.isfinite(features[i])))]
                 raise DataError(f"{path} line {line}: non-finite value in column {column}")
         if self.standardize:
             if self.mean is None:
-                raise RuntimeError("predict_dataset needs the training statistics: load_state_dict first")
+                raise RuntimeError(
+                    "predict_dataset needs the training statistics: load_state_dict first"
+                )
             features = (features - self.mean) / self.std
         return TensorInputs(torch.from_numpy(features))

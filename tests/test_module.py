@@ -16,7 +16,11 @@ MLP = {"_target_": "sigmoidf1.backbones.MLP", "_partial_": True, "hidden_sizes":
 
 
 def small_model(**overrides) -> MultilabelClassifier:
-    arguments = {"backbone": MLP, "label_names": ["a", "b", "c"], "backbone_inputs": {"in_features": 5}}
+    arguments = {
+        "backbone": MLP,
+        "label_names": ["a", "b", "c"],
+        "backbone_inputs": {"in_features": 5},
+    }
     return MultilabelClassifier(**(arguments | overrides))
 
 
@@ -30,7 +34,9 @@ def test_model_is_built_at_construction_and_sized_from_the_label_names():
 def test_hyperparameters_are_plain_data_even_from_omegaconf():
     from omegaconf import OmegaConf
 
-    model = small_model(backbone=OmegaConf.create(MLP), backbone_inputs={"in_features": torch.tensor(5)})
+    model = small_model(
+        backbone=OmegaConf.create(MLP), backbone_inputs={"in_features": torch.tensor(5)}
+    )
     assert model.hparams.backbone == MLP and type(model.hparams.backbone) is dict
     assert model.hparams.backbone_inputs == {"in_features": 5}
 
@@ -46,13 +52,17 @@ def test_load_from_checkpoint_roundtrip_in_this_process(tmp_path):
     model = small_model(loss={"_target_": "sigmoidf1.losses.get_loss", "name": "bce"})
     with torch.no_grad():
         model.thresholds.copy_(torch.tensor([0.2, 0.5, 0.7]))
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.strategy.connect(model)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     read_checkpoint(path)  # weights_only=True, and recognised as ours
-    loaded = MultilabelClassifier.load_from_checkpoint(path, weights_only=True)
+    loaded = MultilabelClassifier.load_from_checkpoint(path, weights_only=True).eval()
     inputs = torch.randn(6, 5)
     model.eval()
     assert torch.equal(loaded(inputs), model(inputs))
@@ -62,8 +72,9 @@ def test_load_from_checkpoint_roundtrip_in_this_process(tmp_path):
 
 @pytest.mark.slow
 def test_a_trained_checkpoint_loads_in_a_fresh_process_and_predicts_the_same_logits(workdir):
-    result = run_cli("train", "trainer.max_epochs=1", "callbacks.per_label_report=null", *QUIET,
-                     cwd=workdir)
+    result = run_cli(
+        "train", "trainer.max_epochs=1", "callbacks.per_label_report=null", *QUIET, cwd=workdir
+    )
     run_dir = run_dir_from_output(result)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     inputs = torch.randn(7, 103)
@@ -87,11 +98,24 @@ def test_a_trained_checkpoint_loads_in_a_fresh_process_and_predicts_the_same_log
 
 @pytest.mark.slow
 def test_resume_refuses_a_changed_seed_and_names_the_keys(workdir):
-    first = run_cli("train", "trainer.max_epochs=1", "callbacks.per_label_report=null", "test=false",
-                    *QUIET, cwd=workdir)
+    first = run_cli(
+        "train",
+        "trainer.max_epochs=1",
+        "callbacks.per_label_report=null",
+        "test=false",
+        *QUIET,
+        cwd=workdir,
+    )
     last = run_dir_from_output(first) / "checkpoints" / "last.ckpt"
-    refused = run_cli("train", "trainer.max_epochs=2", "seed=1", f"ckpt_path={last}", *QUIET,
-                      cwd=workdir, check=False)
+    refused = run_cli(
+        "train",
+        "trainer.max_epochs=2",
+        "seed=1",
+        f"ckpt_path={last}",
+        *QUIET,
+        cwd=workdir,
+        check=False,
+    )
     output = refused.stdout + refused.stderr
     assert refused.returncode == 1, output[-3000:]
     assert "data.seed: 42 -> 1" in output and "resume_check=false" in output
@@ -104,8 +128,13 @@ def test_a_training_step_between_logging_steps_never_reads_a_tensor_on_the_host(
     import lightning as L
 
     model = small_model()
-    trainer = L.Trainer(logger=False, log_every_n_steps=50, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        logger=False,
+        log_every_n_steps=50,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     model.trainer = trainer
     batch = (torch.randn(16, 5), torch.randint(0, 2, (16, 3)).float())
     model.training_step(batch, 0).backward()  # warm-up: lazy initialisation may read values
@@ -125,8 +154,13 @@ def test_a_non_finite_loss_stops_training_on_a_logging_step():
     import lightning as L
 
     model = small_model()
-    model.trainer = L.Trainer(logger=False, log_every_n_steps=1, enable_progress_bar=False,
-                              enable_model_summary=False, enable_checkpointing=False)
+    model.trainer = L.Trainer(
+        logger=False,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     inputs = torch.full((4, 5), float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite training loss at global step 0"):
         model.training_step((inputs, torch.ones(4, 3)), 0)

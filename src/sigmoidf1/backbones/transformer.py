@@ -37,9 +37,10 @@ class TransformerBackbone(nn.Module):
             ) from error
         self.pooling = pooling
         self.freeze = freeze
-        if freeze:
-            self.encoder.requires_grad_(False)
-            self.encoder.eval()
+        self.encoder.requires_grad_(not freeze)
+        # from_pretrained returns the encoder in eval mode, and Lightning keeps each module's mode:
+        # fine-tuning must start in train mode (dropout on), a frozen encoder stays in eval mode
+        self.encoder.train(not freeze)
         self.out_features = int(self.encoder.config.hidden_size)
 
     def train(self, mode: bool = True) -> TransformerBackbone:

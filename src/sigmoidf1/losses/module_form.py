@@ -85,5 +85,9 @@ def function_of(cls: type[FunctionalLoss], name: str) -> LossFn:
     loss.__signature__ = inspect.Signature([*head, *options])
     loss.__name__ = loss.__qualname__ = name
     loss.__module__ = cls.__module__
-    loss.__doc__ = f"Functional form of ``{cls.__name__}``. {inspect.getdoc(cls)}"
+    loss.__doc__ = (
+        f"Functional form of ``{cls.__name__}``: ``{name}(logits, targets, **options)``, both\n"
+        f"``[batch, num_labels]`` -> 0-d tensor; the options of ``{function.__name__}`` less\n"
+        f"{fixed} (fixed).\n\n{inspect.getdoc(cls)}"
+    )
     return loss

@@ -8,10 +8,10 @@ For each label count, float32 logits ``[batch, labels]`` (requires_grad) and 10%
 targets are made once. After a warm-up, every repeat times each loss once, round-robin (the
 order rotates between repeats), where one sample is ``inner`` iterations of
 ``loss = fn(logits, targets); loss.backward()`` with ``inner`` chosen so that the reference takes
-about ``--min-sample-ms``. Reported: the median time per iteration and its ratio to the median of
+about ``--min-sample-ms``. Reported: the ratio of the median time per iteration to the median of
 the reference ``torch.nn.functional.binary_cross_entropy_with_logits`` ("bce_ref", no input
-checks; the registered ``bce`` validates its inputs). Threads are left at torch's default
-unless ``--threads`` is given. On a busy machine wall-clock ratios are unreliable (the load
+checks), the min-max of the per-round ratios, and the median time. Threads are left at torch's
+default unless ``--threads`` is given. On a busy machine wall-clock ratios are unreliable (the load
 average is printed); ``--clock cpu`` measures process CPU time instead.
 """
 
@@ -82,7 +82,11 @@ def bench_labels(
     return {
         name: {
             "ms": 1e3 * statistics.median(times),
+            "ms_min": 1e3 * min(times),
+            "ms_max": 1e3 * max(times),
             "ratio": statistics.median(times) / reference,
+            # per round: this loss over the reference of the same round (interleaved samples)
+            "round_ratios": [t / r for t, r in zip(times, samples[REFERENCE], strict=True)],
             "inner": inner,
             "repeats": repeats,
         }
@@ -90,25 +94,27 @@ def bench_labels(
     }
 
 
+def cell(result: dict) -> str:
+    """``median ratio (min-max of the per-round ratios), median ms``."""
+    ratios = result["round_ratios"]
+    return f"{result['ratio']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}), {result['ms']:.2f} ms"
+
+
 def print_table(results: dict[int, dict[str, dict[str, float]]], batch: int) -> None:
     label_counts = list(results)
     names = list(next(iter(results.values())))
     title = f"fwd+bwd time relative to F.binary_cross_entropy_with_logits (batch {batch}, CPU fp32)"
-    cells = {
-        (name, n): f"{results[n][name]['ratio']:.2f}x ({results[n][name]['ms']:.3f} ms)"
-        for name in names
-        for n in label_counts
-    }
+    cells = {(name, n): cell(results[n][name]) for name in names for n in label_counts}
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
         print(title)
-        header = f"{'loss':<18}" + "".join(f"{f'{n} labels':>24}" for n in label_counts)
+        header = f"{'loss':<18}" + "".join(f"{f'{n} labels':>30}" for n in label_counts)
         print(header)
         print("-" * len(header))
         for name in names:
-            print(f"{name:<18}" + "".join(f"{cells[name, n]:>24}" for n in label_counts))
+            print(f"{name:<18}" + "".join(f"{cells[name, n]:>30}" for n in label_counts))
         return
     table = Table(title=title)
     table.add_column("loss")

@@ -1,4 +1,4 @@
-"""Losses against plain reference formulas, gradients, identities, robustness, errors, registry.
+"""Losses against plain reference formulas, gradients, identities, robustness and errors.
 
 The references below are written independently of ``sigmoidf1.losses``: they compute all four
 confusion counts directly (no ``2tp + fp + fn = sum S + sum y`` shortcut) in float64 numpy.
@@ -7,9 +7,6 @@ confusion counts directly (no ``2tp + fp + fn = sum S + sum y`` shortcut) in flo
 from __future__ import annotations
 
 import math
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,39 +29,19 @@ from sigmoidf1.losses import (
     bce_loss,
     focal_loss,
     get_loss,
-    register_loss,
-    registry,
     sigmoid_f1_loss,
     sigmoid_fbeta_loss,
     sigmoid_metric_loss,
     sigmoid_precision_loss,
     sigmoid_recall_loss,
     soft_counts,
+    two_way_loss,
     unbounded_f1_loss,
     zlpr_loss,
 )
 
-REGISTERED = [
-    "asl",
-    "bce",
-    "focal",
-    "sigmoid_f1",
-    "sigmoid_fbeta",
-    "sigmoid_metric",
-    "sigmoid_precision",
-    "sigmoid_recall",
-    "unbounded_f1",
-    "zlpr",
-]
-FAMILY = [
-    "sigmoid_f1",
-    "sigmoid_fbeta",
-    "sigmoid_metric",
-    "sigmoid_precision",
-    "sigmoid_recall",
-    "unbounded_f1",
-]
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "loss"
+REGISTERED = available_losses()
+FAMILY = [name for name in REGISTERED if isinstance(get_loss(name), SigmoidMetricLoss)]
 
 
 def make_inputs(batch=16, labels=5, seed=0, dtype=torch.float64, p=0.3, scale=2.0):
@@ -271,6 +248,8 @@ def test_focal_matches_reference_and_torchvision(alpha, gamma):
     assert value.item() == pytest.approx(expected.item(), rel=1e-12)
     module_value = FocalLoss(alpha=alpha, gamma=gamma)(logits, targets)
     assert module_value.item() == pytest.approx(expected.item(), rel=1e-12)
+    if alpha < 0:  # None also disables the weighting
+        assert focal_loss(logits, targets, alpha=None, gamma=gamma).item() == value.item()
 
 
 @pytest.mark.parametrize("detach", [True, False])
@@ -344,8 +323,10 @@ def test_every_registered_loss_returns_a_scalar_and_matches_its_function(name):
         "sigmoid_precision": sigmoid_precision_loss,
         "sigmoid_recall": sigmoid_recall_loss,
         "unbounded_f1": unbounded_f1_loss,
+        "two_way": two_way_loss,
     }[name]
-    assert value.item() == functional(logits, targets).item()
+    options = getattr(module, "options", {})  # sigmoid_metric's registered metric is jaccard
+    assert value.item() == functional(logits, targets, **options).item()
 
 
 # --- gradients -------------------------------------------------------------------------------
@@ -572,7 +553,7 @@ def test_soft_counts_are_float32_for_half_logits():
 
 @pytest.mark.parametrize("name", REGISTERED)
 def test_input_errors(name):
-    loss = get_loss(name)
+    loss = get_loss(name, validate_targets=True)
     logits, targets = make_inputs(batch=4, labels=3)
     with pytest.raises(ValueError, match=r"same shape.*\(4, 3\).*\(4, 2\)"):
         loss(logits, targets[:, :2])
@@ -595,8 +576,9 @@ def test_input_errors(name):
         loss(logits.long(), targets)
     with pytest.raises(TypeError, match="tensors"):
         loss(logits.numpy(), targets)
-    # validate_targets=False skips the value check, bool and integer targets are accepted
-    get_loss(name, validate_targets=False)(logits, targets * 0.5)
+    # by default (validate_targets=False) the value check is skipped; bool and integer targets
+    # are accepted
+    get_loss(name)(logits, targets * 0.5)
     assert loss(logits, targets.bool()).item() == pytest.approx(loss(logits, targets).item())
     assert loss(logits, targets.long()).item() == pytest.approx(loss(logits, targets).item())
 
@@ -623,6 +605,12 @@ def test_family_argument_errors_at_construction(name):
         get_loss(name, eta=float("inf"))
     with pytest.raises(ValueError, match="official_compat must be True or False"):
         get_loss(name, official_compat="no")
+    if name in ("sigmoid_fbeta", "sigmoid_metric"):
+        with pytest.raises(ValueError, match="f_beta must be > 0"):
+            get_loss(name, f_beta=0.0)
+    else:
+        with pytest.raises(ValueError, match=r"unexpected keyword argument\(s\) 'f_beta'"):
+            get_loss(name, f_beta=2.0)
 
 
 def test_other_argument_errors():
@@ -671,126 +659,3 @@ def test_sync_dist_true_without_process_group_is_an_error_and_none_is_local():
         sigmoid_f1_loss(logits, targets, sync_dist=None).item()
         == sigmoid_f1_loss(logits, targets, sync_dist=False).item()
     )
-
-
-# --- registry --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(registry, "_LOSSES", dict(registry._LOSSES))
-
-
-def test_available_losses_is_sorted_and_complete():
-    names = available_losses()
-    assert names == sorted(names)
-    assert set(REGISTERED) <= set(names)
-
-
-def test_get_loss_errors():
-    with pytest.raises(
-        ValueError,
-        match=r"unknown loss 'dice'; available: asl, bce, focal, "
-        r"sigmoid_f1, .*unbounded_f1, zlpr",
-    ):
-        get_loss("dice")
-    with pytest.raises(
-        ValueError,
-        match=r"loss 'sigmoid_f1' got unexpected keyword argument\(s\) "
-        r"'alpha', 'gama'; accepted: beta, eta, average, "
-        r"official_compat, sync_dist, validate_targets, eps",
-    ):
-        get_loss("sigmoid_f1", gama=2.0, alpha=1)
-    with pytest.raises(
-        ValueError, match=r"loss 'focal' got unexpected keyword argument\(s\) 'beta'"
-    ):
-        get_loss("focal", beta=1.0)
-
-
-def test_register_loss_from_a_user_module(tmp_path, monkeypatch, clean_registry):
-    (tmp_path / "my_losses.py").write_text(
-        textwrap.dedent("""
-        import torch
-        from torch import nn
-        from sigmoidf1.losses import register_loss
-
-        @register_loss("mean_logit")
-        class MeanLogit(nn.Module):
-            def __init__(self, scale: float = 1.0):
-                super().__init__()
-                self.scale = scale
-
-            def forward(self, logits, targets):
-                return self.scale * logits.mean()
-
-        @register_loss("factory_loss")
-        def make_loss(weight):
-            return MeanLogit(scale=weight)
-    """)
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "my_losses", raising=False)
-    import my_losses  # noqa: F401
-
-    assert {"mean_logit", "factory_loss"} <= set(available_losses())
-    logits = torch.ones(2, 3)
-    assert get_loss("mean_logit", scale=2.0)(logits, logits).item() == 2.0
-    assert get_loss("factory_loss", weight=3.0)(logits, logits).item() == 3.0
-    with pytest.raises(ValueError, match=r"missing required keyword argument\(s\) 'weight'"):
-        get_loss("factory_loss")
-    with pytest.raises(ValueError, match="'mean_logit' is already registered"):
-        register_loss("mean_logit")(nn.Identity)
-    with pytest.raises(ValueError, match="'sigmoid_f1' is already registered"):
-        register_loss("sigmoid_f1")(nn.Identity)
-
-    @register_loss("not_a_module")
-    def not_a_module():
-        return lambda logits, targets: logits.sum()
-
-    with pytest.raises(TypeError, match="not an nn.Module"):
-        get_loss("not_a_module")
-    with pytest.raises(ValueError, match="non-empty string"):
-        register_loss("")
-
-
-def test_get_loss_converts_omegaconf_lists():
-    omegaconf = pytest.importorskip("omegaconf")
-    weights = omegaconf.OmegaConf.create({"w": [1.0, 2.0, 3.0]}).w
-    module = get_loss("bce", pos_weight=weights)
-    torch.testing.assert_close(module.pos_weight, torch.tensor([1.0, 2.0, 3.0]))
-
-
-# --- configs ---------------------------------------------------------------------------------
-
-
-def test_every_registered_loss_has_a_config_with_every_default():
-    omegaconf = pytest.importorskip("omegaconf")
-    import inspect
-
-    for name in REGISTERED:
-        path = CONFIG_DIR / f"{name}.yaml"
-        assert path.exists(), f"missing {path}"
-        cfg = omegaconf.OmegaConf.to_container(omegaconf.OmegaConf.load(path))
-        assert cfg.pop("_target_") == "sigmoidf1.losses.get_loss"
-        assert cfg.pop("name") == name
-        params = inspect.signature(registry._LOSSES[name]).parameters
-        assert set(cfg) == set(params), name
-        for key, value in cfg.items():
-            assert value == params[key].default, (name, key, value)
-        text = path.read_text()
-        for key in cfg:  # every parameter carries a one-line comment
-            line = next(line for line in text.splitlines() if line.startswith(f"{key}:"))
-            assert "  # " in line, (name, line)
-
-
-@pytest.mark.parametrize("name", REGISTERED)
-def test_configs_instantiate_with_hydra(name):
-    hydra_utils = pytest.importorskip("hydra.utils")
-    omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
-    if name == "bce":
-        cfg.pos_weight = [1.0, 2.0, 3.0]  # arrives as a ListConfig
-    loss = hydra_utils.instantiate(cfg)
-    assert type(loss) is type(get_loss(name))
-    logits, targets = make_inputs(batch=4, labels=3, dtype=torch.float32)
-    assert torch.isfinite(loss(logits, targets))

@@ -1,9 +1,10 @@
-"""sync_dist under real DDP: two gloo processes on CPU must reproduce one process on the global batch.
+"""sync_dist under real DDP: two gloo processes on CPU reproduce one process on the global batch.
 
 Each rank feeds its shard (uneven on purpose: 5 and 7 samples) of a fixed global batch through a
-float64 ``DistributedDataParallel(nn.Linear(8, 5))`` and backpropagates a sigmoidF1-family loss
-with synced counts. After DDP's gradient averaging, the parameter gradients must equal those of a
-single process on the whole global batch, and every rank's loss value must be the global loss.
+float64 ``DistributedDataParallel(nn.Linear(8, 5))`` and backpropagates a loss that syncs over
+ranks: a sigmoidF1-family loss (soft counts) or two_way (its label-wise term and sample mean).
+After DDP's gradient averaging, the parameter gradients must equal those of a single process on
+the whole global batch, and every rank's loss value must be the global loss.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ CASES = [
     ("sigmoid_fbeta", {"f_beta": 2.0, "beta": 2.0, "eta": 0.1, "sync_dist": None}),  # auto
     ("sigmoid_metric", {"metric": "accuracy", "average": "micro", "sync_dist": True}),
     ("sigmoid_precision", {"official_compat": True, "sync_dist": True}),
+    ("two_way", {"sync_dist": True}),  # label-wise logsumexps over ranks, sample-wise mean
+    ("two_way", {"temperature_pos": 1.0, "temperature_neg": 2.0, "sync_dist": None}),
 ]
 CONTROL = ("sigmoid_f1", {"sync_dist": False})  # local counts: must NOT match the global loss
 
@@ -42,6 +45,8 @@ def make_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     targets = (torch.rand(12, 5) < 0.4).double()
     targets[0] = 1
     targets[6] = 1
+    targets[5:, 4] = 0  # label 4 has positives on rank 0 only
+    targets[1, :] = 0  # sample 1 has no positives
     return model, inputs, targets
 
 

@@ -5,11 +5,19 @@
     loss_fn = get_loss("sigmoid_f1", beta=1.0, eta=0.0)
     loss = loss_fn(logits, targets)        # [batch, num_labels] each -> 0-d tensor
 
-Every registered loss also exists as a function (``sigmoid_f1_loss``, ``bce_loss``, ...).
-Files: ``registry.py`` (names), ``confusion.py`` (soft counts and metrics), ``family.py``
-(sigmoidF1 family), ``baselines.py`` (bce, focal, asl, zlpr), ``validation.py`` (checks),
-(summing counts over ranks with gradients: ``sigmoidf1.utils.distributed``).
+Every module of this package is imported here, so a new loss is one file
+``src/sigmoidf1/losses/my_loss.py`` with ``@register_loss("my_loss")`` on an ``nn.Module`` class
+(or factory), plus ``configs/loss/my_loss.yaml`` (``_target_: sigmoidf1.losses.get_loss``,
+``name: my_loss``, its parameters): nothing else is edited.
+
+Files: ``registry.py`` (names), ``module_form.py`` (module form and presets of a functional
+loss), ``confusion.py`` (soft counts and metrics), ``family.py`` (the sigmoidF1 family),
+``baselines.py`` (bce, focal, asl, zlpr), ``two_way.py`` (two-way loss), ``validation.py``
+(checks). Counts are summed over ranks with ``sigmoidf1.utils.distributed``.
 """
+
+import importlib
+import pkgutil
 
 from sigmoidf1.losses.baselines import (
     AsymmetricLoss,
@@ -36,19 +44,23 @@ from sigmoidf1.losses.family import (
     sigmoid_recall_loss,
     unbounded_f1_loss,
 )
+from sigmoidf1.losses.module_form import FunctionalLoss
 from sigmoidf1.losses.registry import available_losses, get_loss, register_loss
+from sigmoidf1.losses.two_way import TwoWayLoss, two_way_loss
 
 __all__ = [
     "SOFT_METRICS",
     "AsymmetricLoss",
     "BCELoss",
     "FocalLoss",
+    "FunctionalLoss",
     "SigmoidF1Loss",
     "SigmoidFBetaLoss",
     "SigmoidMetricLoss",
     "SigmoidPrecisionLoss",
     "SigmoidRecallLoss",
     "SoftCounts",
+    "TwoWayLoss",
     "UnboundedF1Loss",
     "ZLPRLoss",
     "asymmetric_loss",
@@ -63,6 +75,11 @@ __all__ = [
     "sigmoid_precision_loss",
     "sigmoid_recall_loss",
     "soft_counts",
+    "two_way_loss",
     "unbounded_f1_loss",
     "zlpr_loss",
 ]
+
+# discovery: a module dropped into this folder registers its losses on import
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

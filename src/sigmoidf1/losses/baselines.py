@@ -1,7 +1,8 @@
 """Per-element baselines from the literature: BCE, focal loss, ASL and ZLPR.
 
 All take ``logits`` and binary ``targets`` of shape ``[batch, num_labels]`` and return a 0-d
-tensor; half-precision logits are computed in float32.
+tensor; half-precision logits are computed in float32. ``validate_targets=True`` checks that the
+targets are 0/1 (a device-host sync per call; off by default, the DataModules check once).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sigmoidf1.losses.confusion import compute_dtype
+from sigmoidf1.losses.module_form import FunctionalLoss
 from sigmoidf1.losses.registry import register_loss
 from sigmoidf1.losses.validation import (
     REDUCTIONS,
@@ -57,7 +59,7 @@ def bce_loss(
     logits: Tensor,
     targets: Tensor,
     pos_weight: Sequence[float] | Tensor | None = None,
-    validate_targets: bool = True,
+    validate_targets: bool = False,
 ) -> Tensor:
     """Binary cross-entropy on logits, mean over all ``batch * num_labels`` elements::
 
@@ -86,7 +88,7 @@ class BCELoss(nn.Module):
     is stored as a buffer, so it moves with the model's ``.to(device)``."""
 
     def __init__(
-        self, pos_weight: Sequence[float] | Tensor | None = None, validate_targets: bool = True
+        self, pos_weight: Sequence[float] | Tensor | None = None, validate_targets: bool = False
     ) -> None:
         super().__init__()
         check_bool("validate_targets", validate_targets)
@@ -100,19 +102,19 @@ class BCELoss(nn.Module):
 # --- focal ---------------------------------------------------------------------------------------
 
 
-def _check_focal(alpha: float, gamma: float) -> None:
-    alpha = check_real("alpha", alpha)
-    if alpha > 1:
-        raise ValueError(f"alpha must be in [0, 1] (or < 0 to disable weighting), got {alpha}")
+def check_focal(alpha: float | None, gamma: float, validate_targets: bool) -> None:
+    if alpha is not None and check_real("alpha", alpha) > 1:
+        raise ValueError(f"alpha must be in [0, 1] (or None / < 0: no weighting), got {alpha}")
     check_non_negative("gamma", gamma, "it is the exponent of the focusing weight (1 - p_t)^gamma")
+    check_bool("validate_targets", validate_targets)
 
 
 def focal_loss(
     logits: Tensor,
     targets: Tensor,
-    alpha: float = 0.25,
+    alpha: float | None = 0.25,
     gamma: float = 2.0,
-    validate_targets: bool = True,
+    validate_targets: bool = False,
 ) -> Tensor:
     """Sigmoid focal loss (Lin et al. 2017), mean over elements; same as
     ``torchvision.ops.sigmoid_focal_loss(logits, targets, alpha, gamma, reduction="mean")``::
@@ -122,44 +124,42 @@ def focal_loss(
 
     Args:
         logits, targets: ``[batch, num_labels]``; targets in {0, 1}.
-        alpha: weight of positives in [0, 1]; ``alpha < 0`` disables the weighting.
+        alpha: weight of positives in [0, 1]; ``None`` (or, as in torchvision, ``alpha < 0``)
+            disables the weighting.
         gamma: focusing exponent >= 0 (0 gives BCE, times alpha_t).
     """
-    _check_focal(alpha, gamma)
+    check_focal(alpha, gamma, validate_targets)
     check_inputs(logits, targets, validate_targets)
     u, y = _upcast(logits, targets)
     p = torch.sigmoid(u)
     ce = F.binary_cross_entropy_with_logits(u, y, reduction="none")
     p_t = p * y + (1 - p) * (1 - y)
     loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
+    if alpha is not None and alpha >= 0:
         loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
     return loss.mean()
 
 
 @register_loss("focal")
-class FocalLoss(nn.Module):
+class FocalLoss(FunctionalLoss):
     """Module form of ``focal_loss``."""
 
-    def __init__(
-        self, alpha: float = 0.25, gamma: float = 2.0, validate_targets: bool = True
-    ) -> None:
-        super().__init__()
-        _check_focal(alpha, gamma)
-        check_bool("validate_targets", validate_targets)
-        self.alpha, self.gamma, self.validate_targets = alpha, gamma, validate_targets
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return focal_loss(logits, targets, self.alpha, self.gamma, self.validate_targets)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, gamma={self.gamma}"
+    function = staticmethod(focal_loss)
+    check = staticmethod(check_focal)
 
 
 # --- ASL -----------------------------------------------------------------------------------------
 
 
-def _check_asl(gamma_neg: float, gamma_pos: float, clip: float, eps: float, reduction: str) -> None:
+def check_asl(
+    gamma_neg: float,
+    gamma_pos: float,
+    clip: float,
+    eps: float,
+    disable_torch_grad_focal_loss: bool,
+    reduction: str,
+    validate_targets: bool,
+) -> None:
     check_non_negative("gamma_neg", gamma_neg, "it is a focusing exponent")
     check_non_negative("gamma_pos", gamma_pos, "it is a focusing exponent")
     clip = check_real("clip", clip)
@@ -167,6 +167,8 @@ def _check_asl(gamma_neg: float, gamma_pos: float, clip: float, eps: float, redu
         raise ValueError(f"clip must be in [0, 1), got {clip}: it is the probability margin m")
     check_positive("eps", eps, "it is the lower clamp inside the logs")
     check_choice("reduction", reduction, REDUCTIONS)
+    check_bool("disable_torch_grad_focal_loss", disable_torch_grad_focal_loss)
+    check_bool("validate_targets", validate_targets)
 
 
 def asymmetric_loss(
@@ -178,7 +180,7 @@ def asymmetric_loss(
     eps: float = 1e-8,
     disable_torch_grad_focal_loss: bool = True,
     reduction: str = "mean",
-    validate_targets: bool = True,
+    validate_targets: bool = False,
 ) -> Tensor:
     """Asymmetric loss (ASL, Ridnik et al. 2021) for multilabel classification::
 
@@ -197,8 +199,15 @@ def asymmetric_loss(
         reduction: ``"mean"`` over all elements (default: same learning-rate scale as ``bce``) or
             ``"sum"`` (the reference implementation's ``-loss.sum()``; = mean * batch * labels).
     """
-    _check_asl(gamma_neg, gamma_pos, clip, eps, reduction)
-    check_bool("disable_torch_grad_focal_loss", disable_torch_grad_focal_loss)
+    check_asl(
+        gamma_neg,
+        gamma_pos,
+        clip,
+        eps,
+        disable_torch_grad_focal_loss,
+        reduction,
+        validate_targets,
+    )
     check_inputs(logits, targets, validate_targets)
     u, y = _upcast(logits, targets)
     p = torch.sigmoid(u)
@@ -213,44 +222,21 @@ def asymmetric_loss(
 
 
 @register_loss("asl")
-class AsymmetricLoss(nn.Module):
+class AsymmetricLoss(FunctionalLoss):
     """Module form of ``asymmetric_loss``."""
 
-    def __init__(
-        self,
-        gamma_neg: float = 4.0,
-        gamma_pos: float = 0.0,
-        clip: float = 0.05,
-        eps: float = 1e-8,
-        disable_torch_grad_focal_loss: bool = True,
-        reduction: str = "mean",
-        validate_targets: bool = True,
-    ) -> None:
-        super().__init__()
-        _check_asl(gamma_neg, gamma_pos, clip, eps, reduction)
-        check_bool("disable_torch_grad_focal_loss", disable_torch_grad_focal_loss)
-        check_bool("validate_targets", validate_targets)
-        self.options = dict(
-            gamma_neg=gamma_neg,
-            gamma_pos=gamma_pos,
-            clip=clip,
-            eps=eps,
-            disable_torch_grad_focal_loss=disable_torch_grad_focal_loss,
-            reduction=reduction,
-            validate_targets=validate_targets,
-        )
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return asymmetric_loss(logits, targets, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+    function = staticmethod(asymmetric_loss)
+    check = staticmethod(check_asl)
 
 
 # --- ZLPR ----------------------------------------------------------------------------------------
 
 
-def zlpr_loss(logits: Tensor, targets: Tensor, validate_targets: bool = True) -> Tensor:
+def check_zlpr(validate_targets: bool) -> None:
+    check_bool("validate_targets", validate_targets)
+
+
+def zlpr_loss(logits: Tensor, targets: Tensor, validate_targets: bool = False) -> Tensor:
     """ZLPR / multilabel categorical cross-entropy (Su 2022; Su et al. 2022), mean over the batch::
 
         loss_b = log(1 + sum_{j: y_j = 0} exp(u_j)) + log(1 + sum_{j: y_j = 1} exp(-u_j))
@@ -261,6 +247,7 @@ def zlpr_loss(logits: Tensor, targets: Tensor, validate_targets: bool = True) ->
     Args:
         logits, targets: ``[batch, num_labels]``; targets in {0, 1}.
     """
+    check_zlpr(validate_targets)
     check_inputs(logits, targets, validate_targets)
     u, y = _upcast(logits, targets)
     positive = y.bool()
@@ -271,13 +258,8 @@ def zlpr_loss(logits: Tensor, targets: Tensor, validate_targets: bool = True) ->
 
 
 @register_loss("zlpr")
-class ZLPRLoss(nn.Module):
+class ZLPRLoss(FunctionalLoss):
     """Module form of ``zlpr_loss``."""
 
-    def __init__(self, validate_targets: bool = True) -> None:
-        super().__init__()
-        check_bool("validate_targets", validate_targets)
-        self.validate_targets = validate_targets
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return zlpr_loss(logits, targets, self.validate_targets)
+    function = staticmethod(zlpr_loss)
+    check = staticmethod(check_zlpr)

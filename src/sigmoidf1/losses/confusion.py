@@ -157,8 +157,9 @@ def soft_counts(
     return counts
 
 
-# --- soft metrics from counts ----------------------------------------------------------------------
-# Each takes SoftCounts (per label, or pooled) and eps (added to denominators that can vanish).
+# --- soft metrics from counts ---------------------------------------------------------------------
+# Each takes SoftCounts (per label, or pooled) and eps (added to denominators that can vanish);
+# soft_fbeta also takes f_beta. Larger is better; each is in [0, 1].
 
 
 def soft_f1(c: SoftCounts, eps: float) -> Tensor:
@@ -202,8 +203,9 @@ def soft_balanced_accuracy(c: SoftCounts, eps: float) -> Tensor:
     return (soft_recall(c, eps) + soft_specificity(c, eps)) / 2
 
 
-SOFT_METRICS: dict[str, Callable[[SoftCounts, float], Tensor]] = {
+SOFT_METRICS: dict[str, Callable[..., Tensor]] = {
     "f1": soft_f1,
+    "fbeta": soft_fbeta,
     "precision": soft_precision,
     "recall": soft_recall,
     "jaccard": soft_jaccard,

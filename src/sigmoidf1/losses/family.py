@@ -1,46 +1,34 @@
-"""The sigmoidF1 family: ``1 - metric(soft counts)`` for F1, F-beta, precision, recall, any metric.
+"""The sigmoidF1 family: ``1 - metric(soft confusion counts)``, one function and its presets.
 
 sigmoidF1 (Bénédict et al. 2022, arXiv 2108.10566) replaces the thresholded predictions of a
 confusion matrix by ``S(u) = sigmoid(beta * (u + eta))`` of the logits ``u``, so that batch-level
-metrics such as F1 become differentiable (see ``confusion.py`` for the counts)::
+metrics such as F1 become differentiable (``confusion.py`` computes the counts)::
 
     sigmoidF1 = 1 - mean_over_labels( 2tp / (2tp + fn + fp + eps) )     (average="macro")
     micro:      1 - 2TP / (2TP + FN + FP + eps), with counts summed over labels first
 
-Every loss here takes ``logits`` and ``targets`` of shape ``[batch, num_labels]`` (targets in
-{0, 1}) and returns a 0-d tensor (float32, or float64 for float64 logits). Shared keywords:
+``sigmoid_metric_loss`` is the one general function; every registered member is a preset of its
+module form ``SigmoidMetricLoss`` with some arguments fixed (see ``module_form.py``)::
 
-* ``beta`` (> 0), ``eta``: slope and offset of ``S``.
-* ``average``: ``"macro"`` (the paper's form: metric per label, then mean) or ``"micro"``.
-* ``official_compat``: reproduce the authors' PyTorch code, which applies ``S`` to
-  ``sigmoid(logits)`` rather than to the logits: ``S = sigmoid(beta * (sigmoid(u) + eta))``,
-  (their ``1 / (1 + exp(S_ * (sigmoid(u) + E)))`` with ``S_ = -beta``, ``E = eta``). Note that
-  ``S`` then lies in ``(sigmoid(beta*eta), sigmoid(beta*(1+eta)))``, e.g. (0.5, 0.73) by default.
-* ``sync_dist``: ``None`` (auto: when ``torch.distributed`` runs with > 1 process), ``True`` or
-  ``False``. When on, counts are summed over ranks with gradients, every rank returns the loss of
-  the global batch, and after DDP's gradient averaging the gradients equal those of one process
-  on the whole global batch. It is a collective: all ranks must call the loss in lockstep.
-* ``validate_targets``: check that targets are 0/1 (a few cheap passes; ``False`` skips it).
-* ``eps`` (> 0, default 1e-8): added to denominators. A label with no positives in the batch has
-  ``tp = 0`` exactly, so its F1/precision/recall is ``0 / (sum S + eps) = 0``: it contributes a
-  constant 1 to the per-label loss and no gradient (also when ``sum S`` is ~0, thanks to eps).
+    sigmoid_fbeta   SigmoidFBetaLoss      metric="fbeta"
+    sigmoid_f1      SigmoidF1Loss         metric="fbeta", f_beta=1          (sigmoid_fbeta's preset)
+    unbounded_f1    UnboundedF1Loss       ... and beta=1, eta=0, official_compat=False
+    sigmoid_precision / sigmoid_recall    metric="precision" / "recall"
+    sigmoid_metric  SigmoidMetricLoss     nothing fixed; registered with metric="jaccard" by default
+
+Each preset also exists as a function (``sigmoid_f1_loss`` ...). An option added to
+``sigmoid_metric_loss`` (and ``check_options``) reaches all of them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from sigmoidf1.losses.confusion import (
-    SOFT_METRICS,
-    SoftCounts,
-    soft_counts,
-    soft_f1,
-    soft_fbeta,
-    soft_precision,
-    soft_recall,
-)
+from sigmoidf1.losses.confusion import SOFT_METRICS, SoftCounts, soft_counts, soft_fbeta
+from sigmoidf1.losses.module_form import FunctionalLoss, function_of
 from sigmoidf1.losses.registry import register_loss
 from sigmoidf1.losses.validation import (
     AVERAGES,
@@ -54,12 +42,111 @@ from sigmoidf1.losses.validation import (
 )
 
 MetricFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-_OPTIONS = ("beta", "eta", "average", "official_compat", "sync_dist", "validate_targets", "eps")
 
 
-def _check_options(beta, eta, average, official_compat, sync_dist, validate_targets, eps) -> None:
+def sigmoid_metric_loss(
+    logits: Tensor,
+    targets: Tensor,
+    metric: str | MetricFn = "f1",
+    *,
+    beta: float = 1.0,
+    eta: float = 0.0,
+    f_beta: float = 1.0,
+    average: str = "macro",
+    official_compat: bool = False,
+    sync_dist: bool | None = None,
+    validate_targets: bool = False,
+    eps: float = 1e-8,
+) -> Tensor:
+    """``1 - mean(metric(tp, fp, fn, tn))`` over the soft confusion counts of a batch.
+
+    With ``S = sigmoid(beta * (logits + eta))`` and per label ``l``, summing over the batch,
+    ``tp_l = sum S y``, ``fp_l = sum S (1-y)``, ``fn_l = sum (1-S) y``, ``tn_l = sum (1-S)(1-y)``.
+    ``average="macro"`` applies ``metric`` per label and averages (the paper's sigmoidF1);
+    ``"micro"`` sums the counts over labels first.
+
+    Args:
+        logits: ``[batch, num_labels]`` raw scores ``u`` (any float dtype; counted in >= float32).
+        targets: ``[batch, num_labels]`` in {0, 1} (float, int or bool).
+        metric: a name in ``SOFT_METRICS`` (``eps`` is added to its denominator)::
+
+                f1          2tp / (2tp + fp + fn)               (= sigmoidF1)
+                fbeta       (1 + f^2) tp / ((1 + f^2) tp + f^2 fn + fp),  f = f_beta
+                precision   tp / (tp + fp)        recall       tp / (tp + fn)
+                jaccard     tp / (tp + fp + fn)   accuracy     (tp + tn) / n
+                specificity tn / (tn + fp)        balanced_accuracy  (recall + specificity) / 2
+
+            or a callable ``metric(tp, fp, fn, tn) -> Tensor`` of ``[num_labels]`` tensors (macro)
+            or 0-d tensors (micro), larger = better, handling its own zero denominators.
+        beta: slope of ``S``, > 0 (sigmoidF1's beta, not F-beta's).
+        eta: offset of ``S``: ``S = 0.5`` at ``logits = -eta``.
+        f_beta: weight of recall for ``metric="fbeta"`` (> 0; 1 gives F1); any other metric
+            requires the default 1.
+        average: ``"macro"`` or ``"micro"``.
+        official_compat: apply ``S`` to ``sigmoid(logits)`` rather than to the logits, as the
+            authors' code (gabriben/metrics-as-losses) does: ``S = sigmoid(beta*(sigmoid(u)+eta))``,
+            which lies in ``(sigmoid(beta*eta), sigmoid(beta*(1+eta)))``, e.g. (0.5, 0.73).
+        sync_dist: ``None`` (auto: when ``torch.distributed`` runs with > 1 process), ``True`` or
+            ``False``. When on, counts are summed over ranks with gradients: every rank returns
+            the loss of the global batch and, after DDP's gradient averaging, gradients equal
+            those of one process on the global batch. A collective: all ranks call in lockstep.
+        validate_targets: check that targets are 0/1 (one device-host sync per call; the
+            DataModules validate their targets once, so it is off by default).
+        eps: > 0, added to denominators. A label with no positives in the batch has ``tp = 0``
+            exactly, so its F1 / precision / recall is 0: a constant 1 per label, no gradient.
+
+    Returns:
+        0-d tensor (float32, or float64 for float64 logits); in [0, 1] for the named metrics.
+    """
+    check_options(
+        metric,
+        beta=beta,
+        eta=eta,
+        f_beta=f_beta,
+        average=average,
+        official_compat=official_compat,
+        sync_dist=sync_dist,
+        validate_targets=validate_targets,
+        eps=eps,
+    )
+    check_inputs(logits, targets, validate_targets)
+    counts = soft_counts(logits, targets, beta, eta, official_compat, sync_dist)
+    if average == "micro":
+        counts = counts.pooled()
+    return 1 - _score(counts, metric, f_beta, eps).mean()
+
+
+def _score(counts: SoftCounts, metric: str | MetricFn, f_beta: float, eps: float) -> Tensor:
+    if callable(metric):
+        return metric(counts.tp, counts.fp, counts.fn, counts.tn)
+    if metric == "fbeta":
+        return soft_fbeta(counts, eps, f_beta)
+    return SOFT_METRICS[metric](counts, eps)
+
+
+def check_options(
+    metric: str | MetricFn,
+    *,
+    beta: float,
+    eta: float,
+    f_beta: float,
+    average: str,
+    official_compat: bool,
+    sync_dist: bool | None,
+    validate_targets: bool,
+    eps: float,
+) -> None:
+    """Raise ``ValueError`` naming the first invalid option of ``sigmoid_metric_loss``."""
+    if not callable(metric) and metric not in SOFT_METRICS:
+        raise ValueError(
+            f"metric must be a callable (tp, fp, fn, tn) -> Tensor or one of "
+            f"{', '.join(map(repr, sorted(SOFT_METRICS)))}; got {metric!r}"
+        )
     check_beta(beta)
     check_real("eta", eta)
+    check_positive("f_beta", f_beta, "it is the weight of recall relative to precision")
+    if f_beta != 1.0 and metric != "fbeta":
+        raise ValueError(f"f_beta={f_beta} applies to metric='fbeta' only; got metric={metric!r}")
     check_choice("average", average, AVERAGES)
     check_bool("official_compat", official_compat)
     check_sync_dist(sync_dist)
@@ -67,361 +154,51 @@ def _check_options(beta, eta, average, official_compat, sync_dist, validate_targ
     check_positive("eps", eps, "it keeps 0/0 (a label with no positives) finite")
 
 
-def _batch_counts(
-    logits: Tensor,
-    targets: Tensor,
-    beta: float,
-    eta: float,
-    average: str,
-    official_compat: bool,
-    sync_dist: bool | None,
-    validate_targets: bool,
-    eps: float,
-) -> SoftCounts:
-    """Checked soft counts: per label (macro) or pooled over labels (micro), synced if asked."""
-    _check_options(beta, eta, average, official_compat, sync_dist, validate_targets, eps)
-    check_inputs(logits, targets, validate_targets)
-    counts = soft_counts(logits, targets, beta, eta, official_compat, sync_dist)
-    return counts.pooled() if average == "micro" else counts
+class SigmoidMetricLoss(FunctionalLoss):
+    """Module form of ``sigmoid_metric_loss``: ``1 - metric(soft counts)``, any metric.
 
-
-def sigmoid_f1_loss(
-    logits: Tensor,
-    targets: Tensor,
-    beta: float = 1.0,
-    eta: float = 0.0,
-    average: str = "macro",
-    official_compat: bool = False,
-    sync_dist: bool | None = None,
-    validate_targets: bool = True,
-    eps: float = 1e-8,
-) -> Tensor:
-    """sigmoidF1 loss: ``1 - mean_l 2tp_l / (2tp_l + fn_l + fp_l + eps)``.
-
-    Counts use ``S = sigmoid(beta * (logits + eta))``; see the module docstring for the keywords.
-
-    Args:
-        logits: ``[batch, num_labels]`` raw scores.
-        targets: ``[batch, num_labels]`` in {0, 1}.
-
-    Returns:
-        0-d tensor in [0, 1].
+    ``loss(logits, targets)``, both ``[batch, num_labels]`` -> 0-d tensor; the constructor takes
+    the function's options (``metric``, ``beta``, ``eta``, ``f_beta``, ``average``, ...).
     """
-    counts = _batch_counts(
-        logits, targets, beta, eta, average, official_compat, sync_dist, validate_targets, eps
-    )
-    return 1 - soft_f1(counts, eps).mean()
+
+    function = staticmethod(sigmoid_metric_loss)
+    check = staticmethod(check_options)
 
 
-def unbounded_f1_loss(
-    logits: Tensor,
-    targets: Tensor,
-    average: str = "macro",
-    sync_dist: bool | None = None,
-    validate_targets: bool = True,
-    eps: float = 1e-8,
-) -> Tensor:
-    """Soft F1 on plain sigmoid probabilities (the paper's "unboundedF1" baseline).
-
-    Identical to ``sigmoid_f1_loss(..., beta=1, eta=0)``: ``p = sigmoid(logits)``,
-    ``tp = sum p*y``, loss ``1 - mean_l 2tp / (sum p + sum y + eps)``. Shapes as ``sigmoid_f1_loss``.
-    """
-    return sigmoid_f1_loss(
-        logits, targets, 1.0, 0.0, average, False, sync_dist, validate_targets, eps
-    )
-
-
-def sigmoid_precision_loss(
-    logits: Tensor,
-    targets: Tensor,
-    beta: float = 1.0,
-    eta: float = 0.0,
-    average: str = "macro",
-    official_compat: bool = False,
-    sync_dist: bool | None = None,
-    validate_targets: bool = True,
-    eps: float = 1e-8,
-) -> Tensor:
-    """``1 - mean_l tp_l / (tp_l + fp_l + eps)``; shapes and keywords as ``sigmoid_f1_loss``."""
-    counts = _batch_counts(
-        logits, targets, beta, eta, average, official_compat, sync_dist, validate_targets, eps
-    )
-    return 1 - soft_precision(counts, eps).mean()
-
-
-def sigmoid_recall_loss(
-    logits: Tensor,
-    targets: Tensor,
-    beta: float = 1.0,
-    eta: float = 0.0,
-    average: str = "macro",
-    official_compat: bool = False,
-    sync_dist: bool | None = None,
-    validate_targets: bool = True,
-    eps: float = 1e-8,
-) -> Tensor:
-    """``1 - mean_l tp_l / (tp_l + fn_l + eps)``; shapes and keywords as ``sigmoid_f1_loss``."""
-    counts = _batch_counts(
-        logits, targets, beta, eta, average, official_compat, sync_dist, validate_targets, eps
-    )
-    return 1 - soft_recall(counts, eps).mean()
-
-
-def sigmoid_fbeta_loss(
-    logits: Tensor,
-    targets: Tensor,
-    f_beta: float = 1.0,
-    beta: float = 1.0,
-    eta: float = 0.0,
-    average: str = "macro",
-    official_compat: bool = False,
-    sync_dist: bool | None = None,
-    validate_targets: bool = True,
-    eps: float = 1e-8,
-) -> Tensor:
-    """``1 - mean_l (1+f^2) tp / ((1+f^2) tp + f^2 fn + fp + eps)`` with ``f = f_beta`` (> 0).
-
-    ``f_beta`` weighs recall ``f_beta`` times as much as precision; ``f_beta=1`` is sigmoidF1.
-    (``beta`` remains the slope of ``S``.) Shapes and other keywords as ``sigmoid_f1_loss``.
-    """
-    check_positive("f_beta", f_beta, "it is the weight of recall relative to precision")
-    counts = _batch_counts(
-        logits, targets, beta, eta, average, official_compat, sync_dist, validate_targets, eps
-    )
-    return 1 - soft_fbeta(counts, eps, f_beta).mean()
-
-
-def _resolve_metric(metric: str | MetricFn, eps: float) -> Callable[[SoftCounts], Tensor]:
-    if callable(metric):
-        return lambda c: metric(c.tp, c.fp, c.fn, c.tn)
-    if isinstance(metric, str) and metric in SOFT_METRICS:
-        builtin = SOFT_METRICS[metric]
-        return lambda c: builtin(c, eps)
-    raise ValueError(
-        f"metric must be a callable (tp, fp, fn, tn) -> Tensor or one of "
-        f"{', '.join(map(repr, sorted(SOFT_METRICS)))}; got {metric!r}"
-    )
-
-
-def sigmoid_metric_loss(
-    logits: Tensor,
-    targets: Tensor,
-    metric: str | MetricFn = "jaccard",
-    beta: float = 1.0,
-    eta: float = 0.0,
-    average: str = "macro",
-    official_compat: bool = False,
-    sync_dist: bool | None = None,
-    validate_targets: bool = True,
-    eps: float = 1e-8,
-) -> Tensor:
-    """``1 - mean(metric(tp, fp, fn, tn))`` for any metric of the soft confusion counts.
-
-    Args:
-        metric: a built-in name (``"jaccard"`` = tp/(tp+fp+fn), ``"accuracy"`` = (tp+tn)/n,
-            ``"specificity"`` = tn/(tn+fp), ``"balanced_accuracy"``, ``"f1"``, ``"precision"``,
-            ``"recall"``; ``eps`` is added to their denominators) or a callable
-            ``metric(tp, fp, fn, tn) -> Tensor`` of ``[num_labels]`` tensors (macro) or 0-d
-            tensors (micro), larger = better, that handles its own zero denominators.
-            ``fp``, ``fn``, ``tn`` are derived by subtraction, e.g. ``fp = sum S - tp``.
-
-    Other keywords and shapes as ``sigmoid_f1_loss``.
-    """
-    resolved = _resolve_metric(metric, eps)
-    counts = _batch_counts(
-        logits, targets, beta, eta, average, official_compat, sync_dist, validate_targets, eps
-    )
-    return 1 - resolved(counts).mean()
-
-
-# --- nn.Module wrappers --------------------------------------------------------------------------
-
-
-class _SoftMetricLoss(nn.Module):
-    """Stores (and checks, at construction) the keywords forwarded to a functional loss."""
-
-    def __init__(self, **options) -> None:
-        super().__init__()
-        _check_options(**{key: options[key] for key in _OPTIONS})
-        self.options = options
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-
-
-@register_loss("sigmoid_f1")
-class SigmoidF1Loss(_SoftMetricLoss):
-    """Module form of ``sigmoid_f1_loss``: ``loss(logits, targets)``, both ``[batch, num_labels]``."""
-
-    def __init__(
-        self,
-        beta: float = 1.0,
-        eta: float = 0.0,
-        average: str = "macro",
-        official_compat: bool = False,
-        sync_dist: bool | None = None,
-        validate_targets: bool = True,
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__(
-            beta=beta,
-            eta=eta,
-            average=average,
-            official_compat=official_compat,
-            sync_dist=sync_dist,
-            validate_targets=validate_targets,
-            eps=eps,
-        )
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return sigmoid_f1_loss(logits, targets, **self.options)
-
-
-@register_loss("unbounded_f1")
-class UnboundedF1Loss(_SoftMetricLoss):
-    """Module form of ``unbounded_f1_loss`` (soft F1 of ``sigmoid(logits)``; beta=1, eta=0 fixed)."""
-
-    def __init__(
-        self,
-        average: str = "macro",
-        sync_dist: bool | None = None,
-        validate_targets: bool = True,
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__(
-            beta=1.0,
-            eta=0.0,
-            average=average,
-            official_compat=False,
-            sync_dist=sync_dist,
-            validate_targets=validate_targets,
-            eps=eps,
-        )
-        self.options = dict(
-            average=average, sync_dist=sync_dist, validate_targets=validate_targets, eps=eps
-        )
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return unbounded_f1_loss(logits, targets, **self.options)
-
-
-@register_loss("sigmoid_precision")
-class SigmoidPrecisionLoss(_SoftMetricLoss):
-    """Module form of ``sigmoid_precision_loss``: ``1 - tp / (tp + fp)``."""
-
-    def __init__(
-        self,
-        beta: float = 1.0,
-        eta: float = 0.0,
-        average: str = "macro",
-        official_compat: bool = False,
-        sync_dist: bool | None = None,
-        validate_targets: bool = True,
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__(
-            beta=beta,
-            eta=eta,
-            average=average,
-            official_compat=official_compat,
-            sync_dist=sync_dist,
-            validate_targets=validate_targets,
-            eps=eps,
-        )
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return sigmoid_precision_loss(logits, targets, **self.options)
-
-
-@register_loss("sigmoid_recall")
-class SigmoidRecallLoss(_SoftMetricLoss):
-    """Module form of ``sigmoid_recall_loss``: ``1 - tp / (tp + fn)``."""
-
-    def __init__(
-        self,
-        beta: float = 1.0,
-        eta: float = 0.0,
-        average: str = "macro",
-        official_compat: bool = False,
-        sync_dist: bool | None = None,
-        validate_targets: bool = True,
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__(
-            beta=beta,
-            eta=eta,
-            average=average,
-            official_compat=official_compat,
-            sync_dist=sync_dist,
-            validate_targets=validate_targets,
-            eps=eps,
-        )
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return sigmoid_recall_loss(logits, targets, **self.options)
+# `loss=sigmoid_metric` has meant soft Jaccard since it was added (its config says so)
+register_loss("sigmoid_metric")(functools.partial(SigmoidMetricLoss, metric="jaccard"))
 
 
 @register_loss("sigmoid_fbeta")
-class SigmoidFBetaLoss(_SoftMetricLoss):
-    """Module form of ``sigmoid_fbeta_loss``; ``f_beta`` is the weight of recall (1 = F1)."""
-
-    def __init__(
-        self,
-        f_beta: float = 1.0,
-        beta: float = 1.0,
-        eta: float = 0.0,
-        average: str = "macro",
-        official_compat: bool = False,
-        sync_dist: bool | None = None,
-        validate_targets: bool = True,
-        eps: float = 1e-8,
-    ) -> None:
-        check_positive("f_beta", f_beta, "it is the weight of recall relative to precision")
-        super().__init__(
-            f_beta=f_beta,
-            beta=beta,
-            eta=eta,
-            average=average,
-            official_compat=official_compat,
-            sync_dist=sync_dist,
-            validate_targets=validate_targets,
-            eps=eps,
-        )
-
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return sigmoid_fbeta_loss(logits, targets, **self.options)
+class SigmoidFBetaLoss(SigmoidMetricLoss, fixed={"metric": "fbeta"}):
+    """sigmoidF-beta: ``1 - mean_l (1+f^2) tp_l / ((1+f^2) tp_l + f^2 fn_l + fp_l + eps)``,
+    ``f = f_beta`` > 0 weighs recall ``f`` times as much as precision (1 gives sigmoidF1)."""
 
 
-@register_loss("sigmoid_metric")
-class SigmoidMetricLoss(_SoftMetricLoss):
-    """Module form of ``sigmoid_metric_loss``: ``1 - metric(tp, fp, fn, tn)``.
+@register_loss("sigmoid_f1")
+class SigmoidF1Loss(SigmoidFBetaLoss, fixed={"f_beta": 1.0}):
+    """sigmoidF1, the paper's loss: ``1 - mean_l 2tp_l / (2tp_l + fn_l + fp_l + eps)``, with the
+    counts from ``S = sigmoid(beta * (logits + eta))``."""
 
-    ``metric`` is a built-in name (``jaccard``, ``accuracy``, ``specificity``,
-    ``balanced_accuracy``, ``f1``, ``precision``, ``recall``) or a callable.
-    """
 
-    def __init__(
-        self,
-        metric: str | MetricFn = "jaccard",
-        beta: float = 1.0,
-        eta: float = 0.0,
-        average: str = "macro",
-        official_compat: bool = False,
-        sync_dist: bool | None = None,
-        validate_targets: bool = True,
-        eps: float = 1e-8,
-    ) -> None:
-        _resolve_metric(metric, eps)  # fail at construction on an unknown name
-        super().__init__(
-            metric=metric,
-            beta=beta,
-            eta=eta,
-            average=average,
-            official_compat=official_compat,
-            sync_dist=sync_dist,
-            validate_targets=validate_targets,
-            eps=eps,
-        )
+@register_loss("unbounded_f1")
+class UnboundedF1Loss(SigmoidF1Loss, fixed={"beta": 1.0, "eta": 0.0, "official_compat": False}):
+    """The paper's "unboundedF1" baseline: soft F1 of plain ``sigmoid(logits)``. It is exactly
+    ``sigmoid_f1`` with ``beta=1, eta=0`` (sigmoid_f1's defaults), with those fixed."""
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return sigmoid_metric_loss(logits, targets, **self.options)
+
+@register_loss("sigmoid_precision")
+class SigmoidPrecisionLoss(SigmoidMetricLoss, fixed={"metric": "precision", "f_beta": 1.0}):
+    """``1 - mean_l tp_l / (tp_l + fp_l + eps)`` (``f_beta`` is fbeta's only: fixed away)."""
+
+
+@register_loss("sigmoid_recall")
+class SigmoidRecallLoss(SigmoidMetricLoss, fixed={"metric": "recall", "f_beta": 1.0}):
+    """``1 - mean_l tp_l / (tp_l + fn_l + eps)`` (``f_beta`` is fbeta's only: fixed away)."""
+
+
+sigmoid_fbeta_loss = function_of(SigmoidFBetaLoss, "sigmoid_fbeta_loss")
+sigmoid_f1_loss = function_of(SigmoidF1Loss, "sigmoid_f1_loss")
+unbounded_f1_loss = function_of(UnboundedF1Loss, "unbounded_f1_loss")
+sigmoid_precision_loss = function_of(SigmoidPrecisionLoss, "sigmoid_precision_loss")
+sigmoid_recall_loss = function_of(SigmoidRecallLoss, "sigmoid_recall_loss")

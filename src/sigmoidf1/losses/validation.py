@@ -1,7 +1,8 @@
 """Argument and input checks shared by every loss: fail early, say what was wrong.
 
 Constructor arguments are checked when a loss module is built (and again by the functional forms,
-which are plain functions that can be called directly); tensors are checked on every call.
+which are plain functions that can be called directly); tensor shapes and dtypes on every call,
+target values only when asked (``validate_targets``, off by default: it synchronises).
 """
 
 from __future__ import annotations
@@ -68,11 +69,12 @@ def check_bool(name: str, value: object) -> None:
         raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
-def check_inputs(logits: Tensor, targets: Tensor, validate_targets: bool = True) -> None:
+def check_inputs(logits: Tensor, targets: Tensor, validate_targets: bool = False) -> None:
     """Check ``logits`` and ``targets``: same 2-D shape ``[batch, num_labels]``, float logits,
     and (if ``validate_targets``) targets with values in {0, 1} only.
 
-    The binary check costs about three cheap passes over the targets; it uses
+    Without ``validate_targets`` only metadata is read: no pass over the data and no device-host
+    synchronisation. The binary check costs three cheap passes and one sync (``.item()``); it uses
     ``t * (t - 1)``, which is exactly zero iff ``t`` is 0 or 1 (NaN and inf stay non-zero),
     reduced with ``aminmax`` (much faster on CPU than ``.any()`` on a boolean tensor).
     """

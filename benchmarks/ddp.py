@@ -3,7 +3,8 @@
     python benchmarks/ddp.py                                  # 1 vs 2 processes, MLP 1024x1024
     python benchmarks/ddp.py --epochs 6 --hidden 2048 2048 --batch-size 256
     python benchmarks/ddp.py --processes 1 2 --json ddp.json
-    python benchmarks/ddp.py -- trainer.deterministic=false     # extra Hydra overrides for every run
+    python benchmarks/ddp.py -- trainer.deterministic=false     # extra Hydra overrides for every
+    run
 
 Each configuration is one real ``sigmoidf1-train`` run in a subprocess (outputs under a temporary
 folder): ``trainer=cpu`` for 1 process, ``trainer=ddp_cpu trainer.devices=N`` otherwise, with the
@@ -167,7 +168,8 @@ def main() -> None:
         print(
             f"{r['processes']:>9} {r['threads_per_process']:>7} {r['per_process_batch']:>10} "
             f"{r['steps_per_epoch']:>11} "
-            f"{r['median_epoch_s']:>8.3f} {r['min_epoch_s']:>7.3f} {r['median_epoch_s'] / base:>6.2f}x "
+            f"{r['median_epoch_s']:>8.3f} {r['min_epoch_s']:>7.3f} "
+            f"{r['median_epoch_s'] / base:>6.2f}x "
             f"{r['wall_s']:>7.1f}"
         )
     if args.json:

@@ -1,12 +1,15 @@
-"""Does sigmoidF1 beat BCE, focal, ASL and unboundedF1? Every loss x dataset x seed, through the CLI.
+"""Does sigmoidF1 beat BCE, focal, ASL and unboundedF1? Each loss x dataset x seed, by the CLI.
 
-    python benchmarks/loss_comparison.py                      # full: 5 losses x 3 datasets x 3 seeds
+    python benchmarks/loss_comparison.py                      # full: 5 losses x 3 datasets x 3
+    seeds
     python benchmarks/loss_comparison.py --datasets yeast     # one dataset
     python benchmarks/loss_comparison.py --quick --datasets yeast --out /tmp/q   # CI-sized check
-    python benchmarks/loss_comparison.py --report-only        # rebuild table and chart from the JSON
+    python benchmarks/loss_comparison.py --report-only        # rebuild table and chart from the
+    JSON
 
 Every run is a real ``sigmoidf1-train`` process with ``callbacks=tuned``: model selection and the
-``test_untuned/*`` metrics use the fixed threshold 0.5, and ``test/*`` the per-label thresholds tuned
+``test_untuned/*`` metrics use the fixed threshold 0.5, and ``test/*`` the per-label thresholds
+tuned
 on the validation set of the selected epoch (see ``sigmoidf1.callbacks.ThresholdTuning``). Within a
 dataset, every loss gets the same backbone, data, budget (``BUDGETS``) and early stopping.
 
@@ -44,7 +47,8 @@ DATASETS = ("yeast", "reuters", "multi_fashion_mnist")
 SEEDS = (0, 1, 2)
 SWEEP_SEED = 1000
 
-# Same for every run: threshold tuning on, CSV logs, no display. (Display flags do not change results.)
+# Same for every run: threshold tuning on, CSV logs, no display. (Display flags do not change
+# results.)
 COMMON = [
     "callbacks=tuned",
     "logger=csv",
@@ -217,7 +221,8 @@ def run_all(jobs: list[dict], store: Store, log_dir: Path, threads: int, workers
                 f"{record['metrics'].get('test_untuned/f1_macro', float('nan')):.4f}, "
                 f"test/f1_macro {record['metrics']['test/f1_macro']:.4f}, "
                 f"{record['epochs']} epochs, {record['wall_time_s']:.0f} s "
-                f"(elapsed {elapsed / 60:.1f} min, ~{elapsed / done * (len(todo) - done) / 60:.1f} min left)",
+                f"(elapsed {elapsed / 60:.1f} min, "
+                f"~{elapsed / done * (len(todo) - done) / 60:.1f} min left)",
                 flush=True,
             )
     return failures
@@ -338,7 +343,8 @@ def markdown_report(records: list[dict], sweep: list[dict], note: str) -> str:
         records, key=lambda r: (DATASETS.index(r["dataset"]), LOSSES.index(r["loss"]), r["seed"])
     ):
         lines.append(
-            f"| {r['dataset']} | {r['loss']} | {r['seed']} | {r['epochs']} | {r['wall_time_s']:.0f} |"
+            f"| {r['dataset']} | {r['loss']} | {r['seed']} | {r['epochs']} "
+            f"| {r['wall_time_s']:.0f} |"
         )
     lines.append("")
     return "\n".join(lines)

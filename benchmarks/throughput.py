@@ -7,7 +7,8 @@
 Three kinds of process run in interleaved rounds (the order rotates every round), all with the same
 config (data, model, batch size, loss, seed) and ``OMP_NUM_THREADS=--threads``:
 
-- ``template``: the real ``sigmoidf1-train`` with its default callbacks (checkpointing, progress bar,
+- ``template``: the real ``sigmoidf1-train`` with its default callbacks (checkpointing, progress
+bar,
   CSV logger, LR monitor, summary) minus early stopping, ``test=false``, plus ``ThroughputProbe``;
 - ``plain``: a hand-written loop (``forward, loss, zero_grad, backward, step``) over the same
   DataModule's train loader, on the model the config builds (``--plain-worker``);
@@ -16,7 +17,8 @@ config (data, model, batch size, loss, seed) and ``OMP_NUM_THREADS=--threads``:
 
 Throughput is training examples per second over the epochs after the first (warm-up), counting
 ``steps`` (first batch fetched to last optimizer step done) and, for the template, the ``epoch``
-cycle too: everything from one training epoch start to the next *except validation* (epoch-end metric
+cycle too: everything from one training epoch start to the next *except validation* (epoch-end
+metric
 computation, logging, checkpointing). Medians over rounds. Also measured: the cost of one
 ``MetricCollection.update`` per step, and the wall time of ``sigmoidf1-train --help`` and of a
 ``debug=fdr`` run (fresh processes, median of ``--startup-repeats``).
@@ -346,7 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads,
         "epochs_per_process": args.epochs,
         "rounds": args.rounds,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        ),
         "load_average_at_end": os.getloadavg(),
         "examples_per_s": summary,
         "ratio_template_steps_to_plain": summary["template"]["steps_s"] / plain,

@@ -21,13 +21,20 @@ CONFIG_DIR = REPO_ROOT / "configs"
 QUIET = ["extras.print_config=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
 
-def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, check: bool = True,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str,
+    *overrides: str,
+    cwd: Path,
+    timeout: int = 600,
+    check: bool = True,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``python -m sigmoidf1.<module> overrides...`` with outputs under ``cwd``."""
     command = [sys.executable, "-m", f"sigmoidf1.{module}", *overrides]
     full_env = {**os.environ, "SIGMOIDF1_ROOT": str(cwd), "PYTHONWARNINGS": "ignore", **(env or {})}
-    result = subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
@@ -38,8 +45,12 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600, check: 
 
 def run_dir_from_output(result: subprocess.CompletedProcess) -> Path:
     """The run directory named on the last 'Run directory:' line a command logged."""
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if "Run directory:" in line]
-    assert lines, f"no 'Run directory:' line in the output:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    lines = [
+        line for line in (result.stdout + result.stderr).splitlines() if "Run directory:" in line
+    ]
+    assert lines, (
+        f"no 'Run directory:' line in the output:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    )
     return Path(lines[-1].split("Run directory:")[-1].strip())
 
 

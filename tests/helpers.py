@@ -1,4 +1,4 @@
-"""Test-only pieces that the CLI subprocesses import (the tests put the repository on PYTHONPATH)."""
+"""Test-only pieces that the CLI subprocesses import (the tests put the repository on the path)."""
 
 from __future__ import annotations
 

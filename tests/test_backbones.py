@@ -103,7 +103,7 @@ def test_torchvision_errors_list_what_exists():
         TorchvisionBackbone("squeezenet1_0")
 
 
-# --- transformer (a tiny random BERT saved to disk) -------------------------------------------------
+# --- transformer (a tiny random BERT saved to disk) -----------------------------------------------
 def tiny_inputs():
     return {
         "input_ids": torch.tensor([[2, 10, 11, 3, 0], [2, 12, 3, 0, 0]]),
@@ -166,7 +166,7 @@ def test_real_minilm_from_its_pip_package(tmp_path, monkeypatch):
     assert len(list(tmp_path.iterdir())) == 1  # extracted once into the cache
 
 
-# --- building from configs --------------------------------------------------------------------------
+# --- building from configs ------------------------------------------------------------------------
 def backbone_node(option: str):
     cfg = OmegaConf.load(REPO_ROOT / "configs" / "model" / "backbone" / f"{option}.yaml")
     return cfg.model.backbone if "model" in cfg else cfg

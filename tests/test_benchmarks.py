@@ -1,4 +1,4 @@
-"""The benchmarks: chunked metric updates equal per-batch ones; the loss comparison runs end to end."""
+"""The benchmarks: chunked metric updates equal per-batch ones; the loss comparison runs."""
 
 from __future__ import annotations
 

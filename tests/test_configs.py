@@ -13,8 +13,20 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from tests.conftest import CONFIG_DIR
 
-GROUPS = ["data", "loss", "model/backbone", "trainer", "logger", "callbacks", "debug",
-          "experiment", "hparams_search", "extras", "paths", "hydra"]
+GROUPS = [
+    "data",
+    "loss",
+    "model/backbone",
+    "trainer",
+    "logger",
+    "callbacks",
+    "debug",
+    "experiment",
+    "hparams_search",
+    "extras",
+    "paths",
+    "hydra",
+]
 REQUIRED_GROUPS = [g for g in GROUPS if g != "hparams_search"]
 
 
@@ -26,8 +38,11 @@ def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "trai
     """Compose like the CLI does, with a fake runtime so that `${hydra:...}` resolves."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=[f"paths.root_dir={tmp_path}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name,
+            overrides=[f"paths.root_dir={tmp_path}", *overrides],
+            return_hydra_config=True,
+        )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
         cfg.hydra.runtime.cwd = str(tmp_path)

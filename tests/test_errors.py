@@ -32,7 +32,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
 
 
 def fails(result, exit_code: int, *fragments: str) -> str:
-    """Assert a clean failure: the exit code, an ``error:`` line with every fragment, no traceback."""
+    """A clean failure: the exit code, an ``error:`` line with every fragment, no traceback."""
     output = result.stdout + result.stderr
     assert result.returncode == exit_code, output[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -48,7 +48,7 @@ def train(workdir: Path, *overrides: str):
     return run_cli("train", *QUIET, *overrides, cwd=workdir, check=False)
 
 
-# --- subprocess: the real exit codes ---------------------------------------------------------------
+# --- subprocess: the real exit codes --------------------------------------------------------------
 @pytest.mark.slow
 def test_missing_data_file_is_named(workdir):
     missing = workdir / "no" / "yeast.csv"
@@ -57,8 +57,12 @@ def test_missing_data_file_is_named(workdir):
 
 @pytest.mark.slow
 def test_batch_size_larger_than_the_dataset(workdir):
-    fails(train(workdir, "data.batch_size=100000"), 2, "data.batch_size=100000",
-          "larger than the training split")
+    fails(
+        train(workdir, "data.batch_size=100000"),
+        2,
+        "data.batch_size=100000",
+        "larger than the training split",
+    )
 
 
 @pytest.mark.slow
@@ -76,10 +80,19 @@ def test_unexpected_errors_keep_their_traceback(workdir):
 def test_csv_without_label_column_lists_the_columns_present(workdir, cli):
     header, rows = yeast_rows()
     keep = [i for i, name in enumerate(header) if not name.startswith("Class")]
-    path = write_csv(workdir / "unlabelled.csv", ["gene_id"] + [header[i] for i in keep],
-                     [[f"g{n}"] + [row[i] for i in keep] for n, row in enumerate(rows)])
-    fails(cli("train", *QUIET, f"data.path={path}"), 1, str(path), "no label column", "Class",
-          "columns present: gene_id, Att1, Att2")
+    path = write_csv(
+        workdir / "unlabelled.csv",
+        ["gene_id"] + [header[i] for i in keep],
+        [[f"g{n}"] + [row[i] for i in keep] for n, row in enumerate(rows)],
+    )
+    fails(
+        cli("train", *QUIET, f"data.path={path}"),
+        1,
+        str(path),
+        "no label column",
+        "Class",
+        "columns present: gene_id, Att1, Att2",
+    )
 
 
 def test_text_csv_without_label_column_lists_the_columns_present(workdir, cli):
@@ -101,13 +114,18 @@ def test_non_finite_features_are_refused(workdir, cli, bad):
     header, rows = yeast_rows()
     rows[1][0] = bad
     path = write_csv(workdir / "non_finite.csv", header, rows)
-    fails(cli("train", *QUIET, f"data.path={path}"), 1, str(path),
-          "non-finite feature value in data row 2")
+    fails(
+        cli("train", *QUIET, f"data.path={path}"),
+        1,
+        str(path),
+        "non-finite feature value in data row 2",
+    )
 
 
 def test_unknown_option_value_names_the_value_and_the_choices(cli):
-    message = fails(cli("train", *QUIET, "loss.average=median"), 2, "`loss`", "median", "macro",
-                    "micro")
+    message = fails(
+        cli("train", *QUIET, "loss.average=median"), 2, "`loss`", "median", "macro", "micro"
+    )
     assert "Error in call to target" not in message  # Hydra's wrapper is unwrapped
 
 

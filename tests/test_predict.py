@@ -28,11 +28,18 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def predict(workdir: Path, checkpoint: Path, inputs: Path, output: Path, *extra: str):
-    return run_cli("predict", f"ckpt_path={checkpoint}", f"input={inputs}", f"output={output}",
-                   "decimals=null", *extra, cwd=workdir)
+    return run_cli(
+        "predict",
+        f"ckpt_path={checkpoint}",
+        f"input={inputs}",
+        f"output={output}",
+        "decimals=null",
+        *extra,
+        cwd=workdir,
+    )
 
 
-# --- tabular (Yeast) --------------------------------------------------------------------------------
+# --- tabular (Yeast) ------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def yeast_run(tmp_path_factory) -> Path:
     """A Yeast model trained once for the tests below."""
@@ -101,8 +108,12 @@ def test_yeast_predictions_use_the_stored_thresholds(yeast_run, workdir):
     inputs = workdir / "rows.jsonl.gz"
     with gzip.open(inputs, "wt") as handle:
         for row in rows[:50]:
-            handle.write(json.dumps({k: float(v) for k, v in zip(header, row, strict=True)
-                                     if k.startswith("Att")}) + "\n")
+            handle.write(
+                json.dumps(
+                    {k: float(v) for k, v in zip(header, row, strict=True) if k.startswith("Att")}
+                )
+                + "\n"
+            )
     output = workdir / "out" / "predictions.jsonl.gz"
     predict(workdir, checkpoint, inputs, output)
     lines = read_jsonl(output)
@@ -110,10 +121,16 @@ def test_yeast_predictions_use_the_stored_thresholds(yeast_run, workdir):
     names = list(lines[0]["scores"])
     decided = 0
     for line in lines:
-        expected = [n for n, t in zip(names, thresholds.tolist(), strict=True)
-                    if line["scores"][n] >= t + 1e-6]
-        near = [n for n, t in zip(names, thresholds.tolist(), strict=True)
-                if abs(line["scores"][n] - t) <= 1e-6]
+        expected = [
+            n
+            for n, t in zip(names, thresholds.tolist(), strict=True)
+            if line["scores"][n] >= t + 1e-6
+        ]
+        near = [
+            n
+            for n, t in zip(names, thresholds.tolist(), strict=True)
+            if abs(line["scores"][n] - t) <= 1e-6
+        ]
         assert [n for n in line["labels"] if n not in near] == expected
         decided += len(line["labels"])
     assert 0 < decided < 50 * NUM_LABELS
@@ -122,26 +139,35 @@ def test_yeast_predictions_use_the_stored_thresholds(yeast_run, workdir):
 def test_predict_names_missing_columns(yeast_run, workdir, cli):
     inputs = workdir / "few.csv"
     inputs.write_text("gene,Att1,Att2\ng1,0.1,0.2\n")
-    result = cli("predict", f"ckpt_path={yeast_run / 'checkpoints' / 'last.ckpt'}", f"input={inputs}")
+    result = cli(
+        "predict", f"ckpt_path={yeast_run / 'checkpoints' / 'last.ckpt'}", f"input={inputs}"
+    )
     assert result.returncode == 1
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")][-1]
     assert str(inputs) in error and "Att3" in error and "columns present: gene, Att1, Att2" in error
     missing = workdir / "nope.csv"
-    result = cli("predict", f"ckpt_path={yeast_run / 'checkpoints' / 'last.ckpt'}", f"input={missing}")
+    result = cli(
+        "predict", f"ckpt_path={yeast_run / 'checkpoints' / 'last.ckpt'}", f"input={missing}"
+    )
     assert result.returncode == 1 and str(missing) in result.stderr
 
 
-# --- text and image ---------------------------------------------------------------------------------
+# --- text and image -------------------------------------------------------------------------------
 # These use only the shared DataModule interface (``data=csv_text|csv_image data.path=FILE``, the
 # CSV format of DESIGN.md, ``predict_dataset``); they run once the DataModules are on the branch.
 TEXT_LABELS = ["sport", "politics", "science"]
-TEXT_WORDS = {"sport": ["match", "goal", "team"], "politics": ["vote", "law", "party"],
-              "science": ["atom", "cell", "theory"]}
+TEXT_WORDS = {
+    "sport": ["match", "goal", "team"],
+    "politics": ["vote", "law", "party"],
+    "science": ["atom", "cell", "theory"],
+}
 
 
 def needs(option: str):
-    return pytest.mark.skipif(not (CONFIG_DIR / "data" / f"{option}.yaml").exists(),
-                              reason=f"the {option} DataModule comes with the `data` branch")
+    return pytest.mark.skipif(
+        not (CONFIG_DIR / "data" / f"{option}.yaml").exists(),
+        reason=f"the {option} DataModule comes with the `data` branch",
+    )
 
 
 def check_predictions(lines: list[dict], count: int, labels: list[str]) -> None:
@@ -164,12 +190,24 @@ def test_text_checkpoint_predicts(workdir):
     train = workdir / "texts.csv"
     with open(train, "w", newline="") as handle:
         csv.writer(handle).writerows([("text", "labels"), *rows])
-    run_cli("train", *QUIET, "data=csv_text", f"data.path={train}", "data.batch_size=16",
-            "trainer.max_epochs=2", f"hydra.run.dir={workdir / 'run'}", cwd=workdir)
+    run_cli(
+        "train",
+        *QUIET,
+        "data=csv_text",
+        f"data.path={train}",
+        "data.batch_size=16",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={workdir / 'run'}",
+        cwd=workdir,
+    )
 
     inputs = workdir / "new.jsonl"
-    inputs.write_text("".join(json.dumps({"text": t}) + "\n"
-                              for t in ["goal by the team", "a new law", "cell theory", "x"]))
+    inputs.write_text(
+        "".join(
+            json.dumps({"text": t}) + "\n"
+            for t in ["goal by the team", "a new law", "cell theory", "x"]
+        )
+    )
     output = workdir / "predictions.jsonl"
     predict(workdir, workdir / "run" / "checkpoints" / "last.ckpt", inputs, output)
     check_predictions(read_jsonl(output), 4, TEXT_LABELS)
@@ -194,9 +232,18 @@ def test_image_checkpoint_predicts(workdir):
     train = workdir / "images.csv"
     with open(train, "w", newline="") as handle:
         csv.writer(handle).writerows([("image", "labels"), *rows])
-    run_cli("train", *QUIET, "data=csv_image", f"data.path={train}", "data.batch_size=8",
-            "data.image_size=16", "data.num_workers=0", "trainer.max_epochs=1",
-            f"hydra.run.dir={workdir / 'run'}", cwd=workdir)
+    run_cli(
+        "train",
+        *QUIET,
+        "data=csv_image",
+        f"data.path={train}",
+        "data.batch_size=8",
+        "data.image_size=16",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={workdir / 'run'}",
+        cwd=workdir,
+    )
 
     inputs = workdir / "new.csv"
     inputs.write_text("image\n" + "".join(f"images/{n}.png\n" for n in range(5)))

@@ -22,7 +22,7 @@ from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
 
 # --- an independent reference: plain numpy, no torchmetrics -------------------------------------
 def reference_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n over distinct score thresholds; 0 without positives."""
+    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n over distinct score thresholds; 0 if no positive."""
     positives = labels.sum()
     if positives == 0:
         return 0.0
@@ -154,7 +154,7 @@ def test_report_rejects_a_test_step_without_logits():
         )
 
 
-# --- real runs (see also test_tracking.py) ---------------------------------------------------------------------------------
+# --- real runs (see also test_tracking.py) --------------------------------------------------------
 def check_report_of_a_yeast_run(run_dir: Path) -> None:
     """The report files of a real Yeast run (seed 42) exist and agree with an independent
     recomputation from ``predictions.npz`` and with ``test_metrics.json`` (torchmetrics).

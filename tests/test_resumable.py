@@ -84,10 +84,14 @@ def test_model_checkpoint_carries_its_record_into_a_new_directory(tmp_path):
     best, other = old / "epoch_001.ckpt", old / "epoch_000.ckpt"
     best.write_bytes(b"best"), other.write_bytes(b"other")
     state = {
-        "monitor": "val/f1_macro", "dirpath": str(old), "best_model_path": str(best),
-        "best_model_score": torch.tensor(0.4), "current_score": torch.tensor(0.3),
+        "monitor": "val/f1_macro",
+        "dirpath": str(old),
+        "best_model_path": str(best),
+        "best_model_score": torch.tensor(0.4),
+        "current_score": torch.tensor(0.3),
         "best_k_models": {str(best): torch.tensor(0.4), str(other): torch.tensor(0.3)},
-        "kth_best_model_path": str(other), "kth_value": torch.tensor(0.3),
+        "kth_best_model_path": str(other),
+        "kth_value": torch.tensor(0.3),
         "last_model_path": str(old / "last.ckpt"),
     }
     callback = ModelCheckpoint(dirpath=str(new), monitor="val/f1_macro", mode="max", save_top_k=2)
@@ -102,9 +106,13 @@ def test_model_checkpoint_carries_its_record_into_a_new_directory(tmp_path):
 
 
 def test_model_checkpoint_falls_back_when_old_files_are_gone(tmp_path):
-    state = {"monitor": "val/f1_macro", "dirpath": str(tmp_path / "gone"),
-             "best_model_path": str(tmp_path / "gone" / "x.ckpt"), "best_model_score": torch.tensor(1.0),
-             "best_k_models": {str(tmp_path / "gone" / "x.ckpt"): torch.tensor(1.0)}}
+    state = {
+        "monitor": "val/f1_macro",
+        "dirpath": str(tmp_path / "gone"),
+        "best_model_path": str(tmp_path / "gone" / "x.ckpt"),
+        "best_model_score": torch.tensor(1.0),
+        "best_k_models": {str(tmp_path / "gone" / "x.ckpt"): torch.tensor(1.0)},
+    }
     callback = ModelCheckpoint(dirpath=str(tmp_path / "new"), monitor="val/f1_macro", mode="max")
     callback.on_load_checkpoint(fitting_trainer(), None, {})
     with pytest.warns(UserWarning, match="dirpath has changed"):
@@ -117,18 +125,26 @@ class _Trainer(SimpleNamespace):
         self.saved = path
 
 
-@pytest.mark.parametrize(("exception", "step", "saved"), [
-    (RuntimeError("crash"), 5, True),
-    (FloatingPointError("nan"), 5, False),
-    (KeyboardInterrupt(), 5, False),
-    (ValueError("bad data file"), 0, False),  # nothing trained yet
-])
+@pytest.mark.parametrize(
+    ("exception", "step", "saved"),
+    [
+        (RuntimeError("crash"), 5, True),
+        (FloatingPointError("nan"), 5, False),
+        (KeyboardInterrupt(), 5, False),
+        (ValueError("bad data file"), 0, False),  # nothing trained yet
+    ],
+)
 def test_interrupt_checkpoint_saves_only_resumable_states(tmp_path, exception, step, saved):
     callback = InterruptCheckpoint(dirpath=str(tmp_path))
     progress = SimpleNamespace(current=SimpleNamespace(completed=step))
-    trainer = _Trainer(state=SimpleNamespace(fn="fit"), global_step=step, current_epoch=0,
-                       fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
-                       saved=None, world_size=1)
+    trainer = _Trainer(
+        state=SimpleNamespace(fn="fit"),
+        global_step=step,
+        current_epoch=0,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        saved=None,
+        world_size=1,
+    )
     callback.on_exception(trainer, torch.nn.Linear(2, 2), exception)
     assert (trainer.saved == callback.ckpt_path) is saved
 
@@ -139,22 +155,36 @@ def test_interrupt_checkpoint_refuses_non_finite_weights(tmp_path):
     with torch.no_grad():
         module.weight[0, 0] = float("nan")
     progress = SimpleNamespace(current=SimpleNamespace(completed=3))
-    trainer = _Trainer(state=SimpleNamespace(fn="fit"), global_step=3, current_epoch=0,
-                       fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
-                       saved=None, world_size=1)
+    trainer = _Trainer(
+        state=SimpleNamespace(fn="fit"),
+        global_step=3,
+        current_epoch=0,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        saved=None,
+        world_size=1,
+    )
     callback.on_exception(trainer, module, RuntimeError("crash"))
     assert trainer.saved is None
 
 
-@pytest.mark.parametrize(("exception", "saved"), [(RuntimeError("crash"), False), ("sigterm", True)])
-def test_interrupt_checkpoint_in_a_distributed_run_saves_only_on_sigterm(tmp_path, exception, saved):
+@pytest.mark.parametrize(
+    ("exception", "saved"), [(RuntimeError("crash"), False), ("sigterm", True)]
+)
+def test_interrupt_checkpoint_in_a_distributed_run_saves_only_on_sigterm(
+    tmp_path, exception, saved
+):
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     exception = SIGTERMException() if exception == "sigterm" else exception
     callback = InterruptCheckpoint(dirpath=str(tmp_path))
     progress = SimpleNamespace(current=SimpleNamespace(completed=3))
-    trainer = _Trainer(state=SimpleNamespace(fn="fit"), global_step=3, current_epoch=0,
-                       fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
-                       saved=None, world_size=2)
+    trainer = _Trainer(
+        state=SimpleNamespace(fn="fit"),
+        global_step=3,
+        current_epoch=0,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        saved=None,
+        world_size=2,
+    )
     callback.on_exception(trainer, torch.nn.Linear(2, 2), exception)
     assert (trainer.saved == callback.ckpt_path) is saved

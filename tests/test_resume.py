@@ -17,7 +17,10 @@ from tests.conftest import QUIET, REPO_ROOT, once_per_session, read_json, run_cl
 pytestmark = pytest.mark.slow
 
 # a step scheduler, so that its state has to survive the resume too
-SCHEDULER = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.7}"
+SCHEDULER = (
+    "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,"
+    "step_size:1,gamma:0.7}"
+)
 # 1571 training rows / 64 = 25 batches per epoch; step 70 is in the middle of the third epoch
 SIGNAL_RUN = [*QUIET, SCHEDULER, "data.batch_size=64", "trainer.max_epochs=4"]
 SIGNAL_STEP = 70
@@ -70,32 +73,47 @@ def test_resume_from_last_checkpoint_equals_an_uninterrupted_run(workdir, uninte
     run_cli("train", *SIGNAL_RUN, "trainer.max_epochs=2", f"hydra.run.dir={half}", cwd=workdir)
     resumed = workdir / "resumed"
     last = half / "checkpoints" / "last.ckpt"
-    result = run_cli("train", *SIGNAL_RUN, f"ckpt_path={last}", f"hydra.run.dir={resumed}",
-                     cwd=workdir)
+    result = run_cli(
+        "train", *SIGNAL_RUN, f"ckpt_path={last}", f"hydra.run.dir={resumed}", cwd=workdir
+    )
 
     assert f"Resuming training from {last}" in result.stdout + result.stderr
-    assert read_json(resumed / "test_metrics.json") == read_json(uninterrupted / "test_metrics.json")
+    assert read_json(resumed / "test_metrics.json") == read_json(
+        uninterrupted / "test_metrics.json"
+    )
     assert_same_training_state(uninterrupted, resumed)
 
 
 def start_training(workdir: Path, run_dir: Path, marker: Path) -> subprocess.Popen:
     """Training that waits at SIGNAL_STEP (after writing ``marker``) until it is signalled."""
     command = [
-        sys.executable, "-m", "sigmoidf1.train", *SIGNAL_RUN, f"hydra.run.dir={run_dir}",
+        sys.executable,
+        "-m",
+        "sigmoidf1.train",
+        *SIGNAL_RUN,
+        f"hydra.run.dir={run_dir}",
         "+callbacks.wait._target_=tests.helpers.WaitForSignalAtStep",
-        f"+callbacks.wait.step={SIGNAL_STEP}", f"+callbacks.wait.marker={marker}",
+        f"+callbacks.wait.step={SIGNAL_STEP}",
+        f"+callbacks.wait.marker={marker}",
     ]
-    env = {**os.environ, "SIGMOIDF1_ROOT": str(workdir), "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "SIGMOIDF1_ROOT": str(workdir),
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 400.0) -> None:
     deadline = time.monotonic() + timeout
     while not marker.exists():
         if process.poll() is not None:
-            raise AssertionError(f"training ended before step {SIGNAL_STEP}:\n{process.stdout.read()[-4000:]}")
+            raise AssertionError(
+                f"training ended before step {SIGNAL_STEP}:\n{process.stdout.read()[-4000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"step {SIGNAL_STEP} not reached in {timeout} s")
@@ -130,12 +148,20 @@ def test_sigterm_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(workdir, uni
     assert not (stopped / "test_metrics.json").exists()
 
     resumed = workdir / "resumed"
-    result = run_cli("train", *SIGNAL_RUN, f"ckpt_path={checkpoint}", f"hydra.run.dir={resumed}",
-                     cwd=workdir, env={"PYTHONWARNINGS": "default"})
+    result = run_cli(
+        "train",
+        *SIGNAL_RUN,
+        f"ckpt_path={checkpoint}",
+        f"hydra.run.dir={resumed}",
+        cwd=workdir,
+        env={"PYTHONWARNINGS": "default"},
+    )
     log = result.stdout + result.stderr
     assert f"Resuming training from {checkpoint}" in log
     assert "not resumable" not in log  # Lightning's warning for loaders that restart the epoch
-    assert read_json(resumed / "test_metrics.json") == read_json(uninterrupted / "test_metrics.json")
+    assert read_json(resumed / "test_metrics.json") == read_json(
+        uninterrupted / "test_metrics.json"
+    )
     assert_same_training_state(uninterrupted, resumed)
 
 
@@ -154,17 +180,28 @@ def test_ctrl_c_stops_after_the_batch_like_sigterm(workdir):
 def test_a_crash_in_the_middle_of_a_step_leaves_a_checkpoint_that_resumes(workdir, uninterrupted):
     """The interrupted batch is trained again on resume: no batch is lost or repeated."""
     crashed = workdir / "crashed"
-    result = run_cli("train", *SIGNAL_RUN, f"hydra.run.dir={crashed}",
-                     "+callbacks.crash._target_=tests.helpers.CrashAtStep",
-                     f"+callbacks.crash.step={SIGNAL_STEP}", cwd=workdir, check=False,
-                     env={"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])})
+    result = run_cli(
+        "train",
+        *SIGNAL_RUN,
+        f"hydra.run.dir={crashed}",
+        "+callbacks.crash._target_=tests.helpers.CrashAtStep",
+        f"+callbacks.crash.step={SIGNAL_STEP}",
+        cwd=workdir,
+        check=False,
+        env={"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
     assert result.returncode == 1 and "simulated crash" in result.stderr  # a bug: traceback kept
     checkpoint = crashed / "checkpoints" / "interrupted.ckpt"
     assert f"Stopped by RuntimeError in epoch 2 after 20 batch(es) (global step {SIGNAL_STEP})" in (
-        result.stdout + result.stderr)
+        result.stdout + result.stderr
+    )
 
     resumed = workdir / "resumed"
-    run_cli("train", *SIGNAL_RUN, f"ckpt_path={checkpoint}", f"hydra.run.dir={resumed}", cwd=workdir)
+    run_cli(
+        "train", *SIGNAL_RUN, f"ckpt_path={checkpoint}", f"hydra.run.dir={resumed}", cwd=workdir
+    )
     final, reference = (load(run / "checkpoints" / "last.ckpt") for run in (resumed, uninterrupted))
     assert final["global_step"] == reference["global_step"] == TOTAL_STEPS
-    assert set(read_json(resumed / "test_metrics.json")) == set(read_json(uninterrupted / "test_metrics.json"))
+    assert set(read_json(resumed / "test_metrics.json")) == set(
+        read_json(uninterrupted / "test_metrics.json")
+    )

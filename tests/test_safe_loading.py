@@ -28,8 +28,14 @@ def poisoned_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     """A checkpoint that looks like ours but carries ``Payload``; returns (file, marker)."""
     marker = tmp_path / "payload_ran.txt"
     path = tmp_path / "poisoned.ckpt"
-    torch.save({"sigmoidf1": {"label_names": ["a"], "backbone_inputs": {}, "config": {}},
-                "state_dict": {}, "extra": Payload(marker)}, path)
+    torch.save(
+        {
+            "sigmoidf1": {"label_names": ["a"], "backbone_inputs": {}, "config": {}},
+            "state_dict": {},
+            "extra": Payload(marker),
+        },
+        path,
+    )
     return path, marker
 
 
@@ -51,8 +57,11 @@ def test_a_pickled_payload_is_refused_without_running(tmp_path):
 @pytest.mark.parametrize("command", ["eval", "predict", "train"])
 def test_every_entry_point_refuses_the_payload(workdir, cli, command):
     path, marker = poisoned_checkpoint(workdir)
-    extra = {"eval": ["callbacks.progress_bar=null"], "predict": [f"input={path}"],
-             "train": QUIET[1:]}[command]
+    extra = {
+        "eval": ["callbacks.progress_bar=null"],
+        "predict": [f"input={path}"],
+        "train": QUIET[1:],
+    }[command]
     result = cli(command, f"ckpt_path={path}", "extras.print_config=false", *extra)
     assert result.returncode == 1
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")][-1]
@@ -76,7 +85,7 @@ def test_our_checkpoints_are_plain_data(tmp_path):
     assert isinstance(L.seed_everything(0), int)
 
 
-# --- secrets ----------------------------------------------------------------------------------------
+# --- secrets --------------------------------------------------------------------------------------
 def test_secret_key_names():
     for name in ("api_key", "wandb_api_key", "HF_TOKEN", "password", "client_secret", "token"):
         assert is_secret_key(name), name
@@ -85,15 +94,23 @@ def test_secret_key_names():
 
 
 def test_scrub_masks_keys_and_environment_values():
-    env = {"WANDB_API_KEY": "abcdefgh12345678", "TOKENIZERS_PARALLELISM": "false",
-           "MY_SECRET_PATH": "/data/x", "SHORT_TOKEN": "abc"}
+    env = {
+        "WANDB_API_KEY": "abcdefgh12345678",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MY_SECRET_PATH": "/data/x",
+        "SHORT_TOKEN": "abc",
+    }
     secrets = secret_env_values(env)
     assert secrets == ["abcdefgh12345678"]
-    config = {"logger": {"api_key": "typed", "tags": ["x abcdefgh12345678 y"]},
-              "data": {"pad_token": "[PAD]", "flag": "false"}, "password": None}
+    config = {
+        "logger": {"api_key": "typed", "tags": ["x abcdefgh12345678 y"]},
+        "data": {"pad_token": "[PAD]", "flag": "false"},
+        "password": None,
+    }
     assert scrub(config, secrets) == {
         "logger": {"api_key": MASK, "tags": [f"x {MASK} y"]},
-        "data": {"pad_token": "[PAD]", "flag": "false"}, "password": None,
+        "data": {"pad_token": "[PAD]", "flag": "false"},
+        "password": None,
     }
 
 
@@ -103,21 +120,34 @@ def test_no_secret_reaches_the_run_directory(workdir):
     typed = "typed-on-the-command-line-42"
     run_dir = workdir / "run"
     result = run_cli(
-        "train", *QUIET[1:], "trainer.max_epochs=1", f"hydra.run.dir={run_dir}",
-        "+notes.api_key=${oc.env:WANDB_API_KEY}",      # a secret-named key
-        "+notes.comment=token ${oc.env:HF_TOKEN}",     # a secret value under an ordinary key
-        f"+notes.hf_token={typed}",                    # a secret typed on the command line
-        cwd=workdir, env=secrets,
+        "train",
+        *QUIET[1:],
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run_dir}",
+        "+notes.api_key=${oc.env:WANDB_API_KEY}",  # a secret-named key
+        "+notes.comment=token ${oc.env:HF_TOKEN}",  # a secret value under an ordinary key
+        f"+notes.hf_token={typed}",  # a secret typed on the command line
+        cwd=workdir,
+        env=secrets,
     )
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert {"config.yaml", "overrides.yaml", "hydra.yaml", "config_tree.log", "last.ckpt",
-            "hparams.yaml"} <= names
+    assert {
+        "config.yaml",
+        "overrides.yaml",
+        "hydra.yaml",
+        "config_tree.log",
+        "last.ckpt",
+        "hparams.yaml",
+    } <= names
     for secret in [*secrets.values(), typed]:
         assert secret not in result.stdout + result.stderr
         for path in files:
             assert secret.encode() not in path.read_bytes(), f"{secret} found in {path}"
     stored = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert stored["sigmoidf1"]["config"]["notes"] == {"api_key": MASK, "comment": f"token {MASK}",
-                                                      "hf_token": MASK}
+    assert stored["sigmoidf1"]["config"]["notes"] == {
+        "api_key": MASK,
+        "comment": f"token {MASK}",
+        "hf_token": MASK,
+    }
     assert "looks like a secret" in result.stdout + result.stderr

@@ -53,8 +53,9 @@ def to_device(inputs: Any, device: torch.device) -> Any:
 
 
 @torch.inference_mode()
-def predict_batches(model: MultilabelClassifier, batches: Any, device: torch.device
-                    ) -> Iterator[tuple[Tensor, Tensor]]:
+def predict_batches(
+    model: MultilabelClassifier, batches: Any, device: torch.device
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield ``(probabilities [batch, L], predicted [batch, L] bool)`` per batch of inputs.
 
     ``predicted`` thresholds ``predict_proba`` at 0.5, the rule the test metrics use, which equals
@@ -66,12 +67,15 @@ def predict_batches(model: MultilabelClassifier, batches: Any, device: torch.dev
         yield torch.sigmoid(logits).cpu(), (model.predict_proba(logits) >= 0.5).cpu()
 
 
-def format_rows(probabilities: Tensor, predicted: Tensor, label_names: Sequence[str],
-                decimals: int | None) -> Iterator[str]:
+def format_rows(
+    probabilities: Tensor, predicted: Tensor, label_names: Sequence[str], decimals: int | None
+) -> Iterator[str]:
     """One JSON line per row: ``{"labels": [...], "scores": {name: probability}}``."""
     for row_probs, row_predicted in zip(probabilities.tolist(), predicted.tolist(), strict=True):
-        scores = {name: (round(p, decimals) if decimals is not None else p)
-                  for name, p in zip(label_names, row_probs, strict=True)}
+        scores = {
+            name: (round(p, decimals) if decimals is not None else p)
+            for name, p in zip(label_names, row_probs, strict=True)
+        }
         labels = [name for name, hit in zip(label_names, row_predicted, strict=True) if hit]
         yield json.dumps({"labels": labels, "scores": scores}) + "\n"
 
@@ -98,17 +102,26 @@ def predict(cfg: DictConfig) -> Path:
     output = Path(cfg.output)
     log.info(f"Predicting {len(dataset)} rows of {cfg.input} with {cfg.ckpt_path} on {device}")
     console = Console(stderr=True)
-    progress = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), console=console, transient=True,
-                        disable=not (cfg.progress_bar and console.is_terminal))
+    progress = Progress(
+        TextColumn("predicting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (cfg.progress_bar and console.is_terminal),
+    )
     rows = 0
-    with atomic_path(output) as partial, progress:
-        with _open_output(partial, output.suffix == ".gz") as handle:
-            task = progress.add_task("predict", total=len(dataset))
-            for probabilities, predicted in predict_batches(model, loader, device):
-                handle.writelines(format_rows(probabilities, predicted, label_names, cfg.decimals))
-                rows += len(probabilities)
-                progress.advance(task, len(probabilities))
+    with (
+        atomic_path(output) as partial,
+        progress,
+        _open_output(partial, output.suffix == ".gz") as handle,
+    ):
+        task = progress.add_task("predict", total=len(dataset))
+        for probabilities, predicted in predict_batches(model, loader, device):
+            handle.writelines(format_rows(probabilities, predicted, label_names, cfg.decimals))
+            rows += len(probabilities)
+            progress.advance(task, len(probabilities))
     log.info(f"Wrote {rows} predictions to {output}")
     log.info(f"Run directory: {cfg.paths.output_dir}")
     return output

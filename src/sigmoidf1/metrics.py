@@ -56,7 +56,8 @@ class SampleF1(Metric):
     """Example-based F1 ("samples" average): mean over examples of ``2|P∩Y| / (|P| + |Y|)``.
 
     ``P`` is the set of predicted labels (probability >= ``threshold``) and ``Y`` the true set of an
-    example. An example with ``|P| + |Y| = 0`` scores ``zero_division`` (0, as scikit-learn's default).
+    example. An example with ``|P| + |Y| = 0`` scores ``zero_division`` (0, as scikit-learn's
+    default).
     States are two sums, so memory is constant and DDP reduction is a sum.
 
     Shapes: ``preds`` and ``target`` are ``[batch, num_labels]``.
@@ -69,7 +70,9 @@ class SampleF1(Metric):
         super().__init__(**kwargs)
         self.threshold = threshold
         self.zero_division = zero_division
-        self.add_state("f1_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "f1_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
@@ -98,7 +101,9 @@ class CardinalityMAE(Metric):
     def __init__(self, threshold: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
         self.threshold = threshold
-        self.add_state("error_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "error_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
@@ -144,12 +149,14 @@ def build_metrics(
 class ChunkedUpdates:
     """Update a metric collection once per chunk of batches instead of once per batch.
 
-    ``add(preds, target)`` keeps the batch; when the kept batches hold ``max_elements`` values (or on
+    ``add(preds, target)`` keeps the batch; when the kept batches hold ``max_elements`` values (or
+    on
     ``flush()``) the collection is updated once with their concatenation. Every metric built by
     ``build_metrics`` accumulates sums over examples (exact average precision: a concatenation), so
     the result equals per-batch updates, while the Python overhead of an update (tens of
     microseconds per metric on CPU: more than a small model's training step) is paid per chunk.
-    Memory: at most ``max_elements`` values of each of ``preds`` and ``target`` (4 MB each by default).
+    Memory: at most ``max_elements`` values of each of ``preds`` and ``target`` (4 MB each by
+    default).
     Call ``flush()`` before ``compute()``; ``clear()`` drops what is kept.
     """
 

@@ -122,7 +122,8 @@ class MultilabelClassifier(L.LightningModule):
         return self.head(self.backbone(inputs))
 
     def predict_proba(self, logits: Tensor) -> Tensor:
-        """Threshold-shifted probabilities: ``>= 0.5`` exactly where ``sigmoid(logits) >= thresholds``."""
+        """Threshold-shifted probabilities: ``>= 0.5`` exactly where ``sigmoid(logits) >=
+        thresholds``."""
         return shift_to_threshold(logits, self.thresholds)
 
     def _step(self, batch: tuple[Any, Tensor], stage: str) -> tuple[Tensor, Tensor]:
@@ -145,7 +146,9 @@ class MultilabelClassifier(L.LightningModule):
     # logged and checked only on the steps that loggers record.
     def _is_logging_step(self) -> bool:
         every = self.trainer.log_every_n_steps
-        return bool(self.trainer.fast_dev_run) or bool(every and (self.global_step + 1) % every == 0)
+        return bool(self.trainer.fast_dev_run) or bool(
+            every and (self.global_step + 1) % every == 0
+        )
 
     def _stop_if_not_finite(self, loss: Tensor) -> None:
         """Raise on every process when the loss is not finite on any (no rank waits forever)."""
@@ -212,7 +215,9 @@ class MultilabelClassifier(L.LightningModule):
         """Raise ``FloatingPointError`` instead of writing a checkpoint with non-finite weights."""
         finite = torch.stack([torch.isfinite(p).all() for p in self.parameters()])
         if not bool(finite.all()):
-            name = next(n for (n, _), ok in zip(self.named_parameters(), finite) if not ok)
+            name = next(
+                n for (n, _), ok in zip(self.named_parameters(), finite, strict=True) if not ok
+            )
             raise FloatingPointError(
                 f"non-finite weights ({name}) at global step {self.global_step}: training "
                 "diverged; not writing a checkpoint (lower the learning rate, check the inputs)"

@@ -1,7 +1,7 @@
 """What the entry points do: build everything from the config, fit, test, evaluate.
 
     config -> DataModule (prepared and set up: label names, backbone inputs)
-           -> MultilabelClassifier(backbone, label names, loss, optimizer ...)   (save_hyperparameters)
+           -> MultilabelClassifier(backbone, label names, loss, optimizer ...)
            -> Trainer(strategy, callbacks, loggers) -> fit -> test the best checkpoint
 
 ``train.py`` and ``eval.py`` are thin Hydra wrappers around ``train`` and ``evaluate`` so that
@@ -73,7 +73,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = instantiate_dict(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    callbacks += wandb_callbacks(loggers)  # the W&B run id goes into checkpoints (resume continues it)
+    callbacks += wandb_callbacks(
+        loggers
+    )  # the W&B run id goes into checkpoints (resume continues it)
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
@@ -100,9 +102,7 @@ def check_resume(checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str) ->
     differences = [
         line
         for section in RESUME_SECTIONS
-        for line in config_differences(
-            stored.get(section), current.get(section), f"{section}."
-        )
+        for line in config_differences(stored.get(section), current.get(section), f"{section}.")
     ]
     if differences:
         raise CheckpointError(
@@ -145,13 +145,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 f"Resuming training from {ckpt_path} (saved at epoch {epoch}, global step "
                 f"{resumed.get('global_step')}); this run writes to {output_dir}"
             )
-            if epoch is not None and trainer.max_epochs not in (None, -1):
-                if epoch + 1 >= trainer.max_epochs:
-                    log.warning(
-                        f"the checkpoint already holds {epoch + 1} epochs and "
-                        f"trainer.max_epochs={trainer.max_epochs}: nothing left to train "
-                        "(raise trainer.max_epochs to train on)"
-                    )
+            max_epochs = trainer.max_epochs
+            if epoch is not None and max_epochs not in (None, -1) and epoch + 1 >= max_epochs:
+                log.warning(
+                    f"the checkpoint already holds {epoch + 1} epochs and "
+                    f"trainer.max_epochs={max_epochs}: nothing left to train "
+                    "(raise trainer.max_epochs to train on)"
+                )
         log.info("Starting training")
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -189,7 +189,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @one_job_per_launch
 @with_wandb_run
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test a checkpoint with the data/model config stored inside it; write ``test_metrics.json``."""
+    """Test a checkpoint with the data and model config stored in it; write test_metrics.json."""
     apply_extras(cfg)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     if cfg.get("seed") is not None:
@@ -198,7 +198,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if overrides and cfg.get("data_check", True):
         stored = OmegaConf.to_container(trained_config(checkpoint).data, resolve=True)
         changed = config_differences(
-            stored, OmegaConf.to_container(OmegaConf.merge(stored, overrides), resolve=True), "data."
+            stored,
+            OmegaConf.to_container(OmegaConf.merge(stored, overrides), resolve=True),
+            "data.",
         )
         if changed:
             raise CheckpointError(

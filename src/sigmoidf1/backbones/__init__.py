@@ -1,17 +1,22 @@
 """Backbones: each maps a batch's inputs to a feature vector ``[batch, out_features]``.
 
-A backbone is an ``nn.Module`` with an ``out_features`` attribute; ``MultilabelClassifier`` adds the
-linear head. Configs instantiate backbones with ``_partial_: true``; the facts that depend on the data
-(``in_features``, ``vocab_size``, ``in_channels`` ...) are filled in by ``build_backbone`` from the
-DataModule's ``backbone_inputs``, so nobody types them by hand.
+A backbone is an ``nn.Module`` with an ``out_features`` attribute; ``MultilabelClassifier`` adds
+the linear head. Configs instantiate backbones with ``_partial_: true``; the facts that depend on
+the data (``in_features``, ``vocab_size``, ``in_channels`` ...) are filled in by
+``build_backbone`` from the DataModule's ``backbone_inputs``, so nobody types them by hand.
 
-| class                 | config                          | inputs                                     |
-|-----------------------|---------------------------------|--------------------------------------------|
-| ``MLP``               | ``model/backbone=mlp``          | float ``[batch, in_features]``             |
-| ``CNN``               | ``model/backbone=cnn``          | float ``[batch, in_channels, H, W]``       |
-| ``TorchvisionBackbone`` | ``model/backbone=torchvision`` | float ``[batch, in_channels, H, W]``       |
-| ``EmbeddingBag``      | ``model/backbone=embedding_bag`` | ``{"input_ids", "attention_mask"}`` ``[batch, T]`` |
-| ``TransformerBackbone`` | ``model/backbone=transformer`` | ``{"input_ids", "attention_mask"}`` ``[batch, T]`` |
+=======================  =================  ===================================================
+class                    config             inputs
+=======================  =================  ===================================================
+``MLP``                  ``mlp``            float ``[batch, in_features]``
+``CNN``                  ``cnn``            float ``[batch, in_channels, H, W]``
+``TorchvisionBackbone``  ``torchvision``    float ``[batch, in_channels, H, W]``
+``EmbeddingBag``         ``embedding_bag``  ``{"input_ids", "attention_mask"}`` ``[batch, T]``
+``TransformerBackbone``  ``transformer``    ``{"input_ids", "attention_mask"}`` ``[batch, T]``
+=======================  =================  ===================================================
+
+(config: ``model/backbone=<option>``.) To add one: a module here exposing ``out_features``, its
+``__init__`` taking the data facts it needs by name, and ``configs/model/backbone/<name>.yaml``.
 """
 
 from sigmoidf1.backbones.build import build_backbone
@@ -21,4 +26,11 @@ from sigmoidf1.backbones.mlp import MLP
 from sigmoidf1.backbones.torchvision_model import TorchvisionBackbone
 from sigmoidf1.backbones.transformer import TransformerBackbone
 
-__all__ = ["CNN", "MLP", "EmbeddingBag", "TorchvisionBackbone", "TransformerBackbone", "build_backbone"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "EmbeddingBag",
+    "TorchvisionBackbone",
+    "TransformerBackbone",
+    "build_backbone",
+]

@@ -20,7 +20,8 @@ def _missing_required(factory: Callable[..., Any], given: set[str]) -> list[str]
     target = factory.func if isinstance(factory, functools.partial) else factory
     preset = set(factory.keywords) if isinstance(factory, functools.partial) else set()
     return [
-        p.name for p in inspect.signature(target).parameters.values()
+        p.name
+        for p in inspect.signature(target).parameters.values()
         if p.default is inspect.Parameter.empty
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         and p.name not in given | preset
@@ -52,9 +53,9 @@ def build_backbone(factory: Callable[..., nn.Module], inputs: dict[str, Any]) ->
     missing = _missing_required(factory, set(kwargs))
     if missing:
         raise TypeError(
-            f"backbone {_target_name(factory)} needs {', '.join(missing)}, which neither its config "
-            f"nor the data provides (the data provides {', '.join(inputs) or 'nothing'}): is this "
-            "backbone meant for this kind of data?"
+            f"backbone {_target_name(factory)} needs {', '.join(missing)}, which neither its "
+            f"config nor the data provides (the data provides {', '.join(inputs) or 'nothing'}): "
+            "is this backbone meant for this kind of data?"
         )
     backbone = factory(**kwargs)
     if not isinstance(getattr(backbone, "out_features", None), int):

@@ -38,8 +38,11 @@ class CNN(nn.Module):
         stride = stem_stride
         for out in channels:
             for _ in range(convs_per_stage):
-                layers += [nn.Conv2d(width, out, 3, stride=stride, padding=1, bias=False),
-                           nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(width, out, 3, stride=stride, padding=1, bias=False),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                ]
                 width, stride = out, 1
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)

@@ -10,9 +10,10 @@ from sigmoidf1.backbones.mlp import MLP
 
 
 class EmbeddingBag(nn.Module):
-    """``{"input_ids": [batch, T], "attention_mask": [batch, T]} -> features [batch, out_features]``.
+    """``{"input_ids", "attention_mask"}`` (each ``[batch, T]``) ``-> [batch, out_features]``.
 
-    ``pooled_b = sum_t mask_bt * E[ids_bt] / sum_t mask_bt`` (padding excluded), computed by one fused
+    ``pooled_b = sum_t mask_bt * E[ids_bt] / sum_t mask_bt`` (padding excluded), computed by one
+    fused
     ``nn.EmbeddingBag`` with per-token weights; then optional hidden layers (``MLP``) and dropout.
     ``vocab_size`` and ``padding_idx`` come from the text DataModule.
     """

@@ -30,14 +30,21 @@ class TorchvisionBackbone(nn.Module):
     torchvision's download (needs internet or its cache in ``$TORCH_HOME``).
     """
 
-    def __init__(self, name: str, in_channels: int = 3, weights: str | None = None,
-                 weights_path: str | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_channels: int = 3,
+        weights: str | None = None,
+        weights_path: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         import torchvision
 
         if name not in torchvision.models.list_models():
             raise ValueError(
-                f"unknown torchvision model {name!r}; available: {', '.join(torchvision.models.list_models())}"
+                f"unknown torchvision model {name!r}; available: "
+                f"{', '.join(torchvision.models.list_models())}"
             )
         model = torchvision.models.get_model(name, weights=weights, **(model_kwargs or {}))
         if weights_path:
@@ -59,12 +66,22 @@ class TorchvisionBackbone(nn.Module):
 
     @staticmethod
     def _adapt_input(model: nn.Module, in_channels: int, pretrained: bool) -> None:
-        name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)),
-                          (None, None))
+        name, conv = next(
+            ((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None)
+        )
         if conv is None or conv.in_channels == in_channels:
             return
-        new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+        new = nn.Conv2d(
+            in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+        )
         if pretrained:
             with torch.no_grad():
                 mean = conv.weight.mean(dim=1, keepdim=True) * (conv.in_channels / in_channels)

@@ -2,8 +2,10 @@
 
 Lightning handles SIGTERM by finishing the current batch and raising ``SIGTERMException``;
 ``InterruptCheckpoint`` then saves ``<dirpath>/interrupted.ckpt`` (what Lightning's
-``OnExceptionCheckpoint`` does, without its side effect of making every ``fit`` look for a checkpoint
-to resume from when none is given), from which ``sigmoidf1-train ckpt_path=...`` resumes exactly (the data
+``OnExceptionCheckpoint`` does, without its side effect of making every ``fit`` look for a
+checkpoint
+to resume from when none is given), from which ``sigmoidf1-train ckpt_path=...`` resumes exactly
+(the data
 loader skips the batches already seen, the random states are restored). Ctrl-C gets the same
 treatment: the first press stops after the current batch, a second press quits at once without a
 checkpoint (a step cut in the middle is not a state worth resuming).
@@ -36,7 +38,8 @@ def parameters_are_finite(module: torch.nn.Module) -> bool:
 
 
 class InterruptCheckpoint(L.Callback):
-    """Save ``<dirpath>/<filename>.ckpt`` when fitting stops on an exception (SIGTERM, Ctrl-C, crash).
+    """Save ``<dirpath>/<filename>.ckpt`` when fitting stops on an exception (SIGTERM, Ctrl-C,
+    a crash).
 
     The file is removed when a later fit in the same directory completes (it would be stale).
 
@@ -46,7 +49,9 @@ class InterruptCheckpoint(L.Callback):
         graceful_ctrl_c: make the first Ctrl-C stop after the current batch (like SIGTERM).
     """
 
-    def __init__(self, dirpath: str, filename: str = "interrupted", graceful_ctrl_c: bool = True) -> None:
+    def __init__(
+        self, dirpath: str, filename: str = "interrupted", graceful_ctrl_c: bool = True
+    ) -> None:
         if not filename:
             raise ValueError("InterruptCheckpoint needs a file name")
         self.dirpath = str(dirpath)
@@ -64,7 +69,8 @@ class InterruptCheckpoint(L.Callback):
 
     # --- Ctrl-C ---------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning has registered its SIGTERM handler by now (and restores all handlers at teardown)
+        # Lightning has registered its SIGTERM handler by now (and restores all handlers at
+        # teardown)
         if self.graceful_ctrl_c and threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
 
@@ -72,7 +78,10 @@ class InterruptCheckpoint(L.Callback):
         self._restore_ctrl_c()
 
     def _restore_ctrl_c(self) -> None:
-        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+        if (
+            self._previous_handler is not None
+            and threading.current_thread() is threading.main_thread()
+        ):
             signal.signal(signal.SIGINT, self._previous_handler)
         self._previous_handler = None
 
@@ -81,28 +90,37 @@ class InterruptCheckpoint(L.Callback):
             self._restore_ctrl_c()
             raise KeyboardInterrupt
         record_signal("SIGINT")
-        log.warning("Ctrl-C: stopping after the current batch and saving a resumable checkpoint "
-                    "(press Ctrl-C again to quit at once, without a checkpoint)")
+        log.warning(
+            "Ctrl-C: stopping after the current batch and saving a resumable checkpoint "
+            "(press Ctrl-C again to quit at once, without a checkpoint)"
+        )
         # hand over to Lightning's SIGTERM path: stop at the end of the batch, then raise
         signal.raise_signal(signal.SIGTERM)
 
     # --- the checkpoint -------------------------------------------------------------------------
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self._restore_ctrl_c()
         if trainer.state.fn != "fit" or trainer.global_step == 0:
             return  # nothing trained yet (e.g. a bad config or data file): nothing to resume
         if isinstance(exception, KeyboardInterrupt):
-            log.warning("Quit at once: no checkpoint written (the last one in the checkpoint "
-                        "directory, if any, is the most recent resumable state)")
+            log.warning(
+                "Quit at once: no checkpoint written (the last one in the checkpoint "
+                "directory, if any, is the most recent resumable state)"
+            )
             return
         if isinstance(exception, FloatingPointError) or not parameters_are_finite(pl_module):
-            log.warning("Training diverged: no checkpoint written (it would hold non-finite values)")
+            log.warning(
+                "Training diverged: no checkpoint written (it would hold non-finite values)"
+            )
             return
         if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
             # saving is collective; after an error on one process the others never join
-            log.warning("No interrupt checkpoint: the error happened on one process of a distributed "
-                        "run (resume from the last checkpoint)")
+            log.warning(
+                "No interrupt checkpoint: the error happened on one process of a distributed "
+                "run (resume from the last checkpoint)"
+            )
             return
         try:
             trainer.save_checkpoint(self.ckpt_path, weights_only=False)
@@ -120,4 +138,3 @@ class InterruptCheckpoint(L.Callback):
             f"{trainer.global_step}). Saved a resumable checkpoint: {self.ckpt_path}\n"
             f"Resume with: sigmoidf1-train ckpt_path={self.ckpt_path} (and the same overrides)"
         )
-

@@ -23,7 +23,8 @@ Definitions, per label ``l`` over the N test examples: the decision is ``d = sig
 with ``t_l`` the module's ``thresholds`` buffer (0.5 unless a threshold-tuning callback changed it),
 computed exactly as the test metrics compute it; ``tp = sum(d * y)``, ``fp = sum(d * (1 - y))``,
 ``fn = sum((1 - d) * y)``, ``precision = tp / (tp + fp)``, ``recall = tp / (tp + fn)``,
-``f1 = 2 tp / (2 tp + fp + fn)``, each 0 when its denominator is 0 (torchmetrics' ``zero_division``),
+``f1 = 2 tp / (2 tp + fp + fn)``, each 0 when its denominator is 0 (torchmetrics'
+``zero_division``),
 so the mean of the ``f1`` column is ``test/f1_macro``. ``average_precision`` is torchmetrics'
 (exact), whose mean is ``test/map_macro`` with ``ap_thresholds: null``.
 
@@ -166,7 +167,8 @@ def per_label_stats(
         precision=_ratio(tp, tp + fp).numpy(),
         recall=_ratio(tp, tp + fn).numpy(),
         f1=_ratio(2 * tp, 2 * tp + fp + fn).numpy(),
-        average_precision=ap.abs().numpy(),  # torchmetrics returns -0.0 for labels without positives
+        # torchmetrics returns -0.0 for labels without positives
+        average_precision=ap.abs().numpy(),
         threshold=thresholds.double().cpu().numpy(),
     )
 
@@ -241,7 +243,8 @@ class PerLabelReport(L.Callback):
         if not isinstance(outputs, Mapping) or "logits" not in outputs:
             raise TypeError(
                 f"{type(self).__name__} needs test_step to return {{'logits': Tensor[batch, "
-                f"num_labels]}}; {type(pl_module).__name__}.test_step returned {type(outputs).__name__}"
+                f"num_labels]}}; {type(pl_module).__name__}.test_step returned "
+                f"{type(outputs).__name__}"
             )
         self._logits.append(outputs["logits"].detach().float())
         self._targets.append(batch[1].detach().float())

@@ -53,13 +53,15 @@ def apply_random_state(state: dict[str, Any]) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     numpy_state = state["numpy"]
-    np.random.set_state((
-        "MT19937",
-        numpy_state["keys"].numpy().astype(np.uint32),
-        numpy_state["position"],
-        numpy_state["has_gauss"],
-        numpy_state["cached_gaussian"],
-    ))
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
 
@@ -75,8 +77,9 @@ class RestoreRandomState(L.Callback):
     def __init__(self) -> None:
         self._fitting = False
 
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._fitting = trainer.state.fn == "fit"
 
     def state_dict(self) -> dict[str, Any]:
@@ -91,8 +94,9 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` that keeps its top-k record across a resume into a new run
     directory (see the module docstring). Arguments are Lightning's."""
 
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._fitting = trainer.state.fn == "fit"
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -109,8 +113,10 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         kept = dict(state_dict.get("best_k_models") or {})
         missing = [path for path in kept if not Path(path).is_file()]
         if missing:
-            log.warning(f"cannot carry the best-checkpoint record over: {missing[0]} is gone; "
-                        "the best checkpoint will be chosen among the resumed epochs only")
+            log.warning(
+                f"cannot carry the best-checkpoint record over: {missing[0]} is gone; "
+                "the best checkpoint will be chosen among the resumed epochs only"
+            )
             super().load_state_dict(state_dict)
             return
         moved = {path: str(Path(self.dirpath) / Path(path).name) for path in kept}

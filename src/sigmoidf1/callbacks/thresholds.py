@@ -219,7 +219,9 @@ class ThresholdTuning(Callback):
 
     # --- testing: also report the metrics at the fixed threshold --------------------------------
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = build_metrics(len(pl_module.thresholds), UNTUNED_PREFIX, pl_module.hparams.ap_thresholds)
+        metrics = build_metrics(
+            len(pl_module.thresholds), UNTUNED_PREFIX, pl_module.hparams.ap_thresholds
+        )
         self._untuned_metrics = metrics.to(pl_module.device)
 
     def on_test_batch_end(

@@ -36,7 +36,9 @@ def route_lightning_logs_through_root() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
                 logger.removeHandler(handler)
         logger.propagate = True
 
@@ -47,7 +49,8 @@ _NEVER_WRAP = 10_000  # columns: wide enough for any config value
 def apply_extras(cfg: DictConfig) -> None:
     """Apply ``cfg.extras``: silence harmless warnings, print and save the config tree.
 
-    Also masks secrets in the config files Hydra wrote to the run directory (see ``protect_secrets``).
+    Also masks secrets in the config files Hydra wrote to the run directory (see
+    ``protect_secrets``).
     """
     route_lightning_logs_through_root()
     protect_secrets(cfg)
@@ -89,8 +92,10 @@ def protect_secrets(cfg: DictConfig) -> None:
     """
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for name in secret_keys_in(resolved):
-        log.warning(f"config key '{name}' looks like a secret: it is masked (***) in everything "
-                    "the run writes; prefer environment variables (e.g. WANDB_API_KEY)")
+        log.warning(
+            f"config key '{name}' looks like a secret: it is masked (***) in everything "
+            "the run writes; prefer environment variables (e.g. WANDB_API_KEY)"
+        )
     output_dir = cfg.get("paths", {}).get("output_dir")
     if output_dir:
         scrub_run_files(output_dir, resolved, extra_files=_multirun_files())

@@ -11,7 +11,8 @@ ways, which ``one_job_per_launch`` fixes around each job:
    (its config flags and overrides, no ``-m``) and ``hydra.run.dir`` is this job's output directory.
 2. A second job in the same process: the first launch left ``LOCAL_RANK``, ``WORLD_SIZE`` ... in
    ``os.environ``, from which Lightning concludes that processes are created externally and starts
-   no children (the job then waits for peers forever). Fix: those variables are restored after the job.
+   no children (the job then waits for peers forever). Fix: those variables are restored after the
+   job.
 3. A second job in the same process again: the first job's process group is still initialised, its
    peers gone, and Lightning would reuse it. Fix: it is destroyed after the job.
 

@@ -1,6 +1,7 @@
 """Collectives across processes: differentiable sums (batch-level losses) and row gathers (reports).
 
-Summing soft counts over processes, with gradients, so that a batch-level loss sees the global batch.
+Summing soft counts over processes, with gradients, so that a batch-level loss sees the global
+batch.
 
 The sigmoidF1 family is not a mean of per-sample terms: ``2tp / (2tp + fp + fn)`` of a batch is not
 the average of the values of its shards. Under data parallelism every rank therefore sums its
@@ -11,7 +12,8 @@ Gradient scaling (why no correction factor is needed with DDP)::
 
     R ranks, rank r holds local counts c_r(theta); C = sum_r c_r; every rank returns L(C).
     One process on the global batch would get       g* = sum_r dL/dC . dc_r/dtheta.
-    Backward of all_reduce_sum on rank r returns    sum_r' dL_r'/dC = R * dL/dC   (L_r' = L for all r')
+    Backward of all_reduce_sum on rank r returns    sum_r' dL_r'/dC = R * dL/dC   (L_r' = L for all
+    r')
     so rank r's parameter gradient is               R * dL/dC . dc_r/dtheta,
     and DDP averages over ranks:                    (1/R) sum_r R * dL/dC . dc_r/dtheta = g*.
 
@@ -96,7 +98,10 @@ def join_ranks(parts: list[Tensor], dataset_size: int | None = None) -> Tensor:
     counts = torch.tensor([part.shape[0] for part in parts])
     longest = int(counts.max())
     padded = torch.stack(
-        [torch.cat([part, part.new_zeros((longest - len(part), *part.shape[1:]))]) for part in parts]
+        [
+            torch.cat([part, part.new_zeros((longest - len(part), *part.shape[1:]))])
+            for part in parts
+        ]
     )  # [W, longest, ...]
     valid = (torch.arange(longest)[None, :] < counts[:, None]).to(padded.device)  # [W, longest]
     interleaved = padded.transpose(0, 1)[valid.transpose(0, 1)]  # position i * W + r

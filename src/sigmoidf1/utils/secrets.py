@@ -27,7 +27,8 @@ from typing import Any
 MASK = "***"
 MIN_SECRET_LENGTH = 8
 
-# whole names (`token`, `secret`) or suffixes (`wandb_api_key`); `pad_token`-like names are not secret
+# whole names (`token`, `secret`) or suffixes (`wandb_api_key`); `pad_token`-like names are not
+# secret
 SECRET_KEY_NAMES = re.compile(
     r"^(token|secret|key)$|(^|[_\-])(api_?key|secret_?key|client_secret|password|passwd|"
     r"access_?token|auth_?token|api_?token|hf_?token|bearer_?token|private_?key|credentials?)$",
@@ -35,12 +36,13 @@ SECRET_KEY_NAMES = re.compile(
 )
 _SECRET_ENV_NAMES = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 # environment variables whose names look secret but hold settings or paths
-_NOT_SECRET_ENV = re.compile(r"^TOKENIZERS_PARALLELISM$|_(PATH|FILE|DIR|HOME|URL|HOST|MODE)$",
-                             re.IGNORECASE)
+_NOT_SECRET_ENV = re.compile(
+    r"^TOKENIZERS_PARALLELISM$|_(PATH|FILE|DIR|HOME|URL|HOST|MODE)$", re.IGNORECASE
+)
 
 
 def is_secret_key(name: object) -> bool:
-    """Whether a config key's name says that its value is a secret (``api_key``, ``hf_token`` ...)."""
+    """Whether a config key's name says its value is a secret (``api_key``, ``hf_token`` ...)."""
     return isinstance(name, str) and bool(SECRET_KEY_NAMES.search(name))
 
 
@@ -50,7 +52,8 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
     values = {
         value
         for name, value in environ.items()
-        if _SECRET_ENV_NAMES.search(name) and not _NOT_SECRET_ENV.search(name)
+        if _SECRET_ENV_NAMES.search(name)
+        and not _NOT_SECRET_ENV.search(name)
         and len(value) >= MIN_SECRET_LENGTH
     }
     return sorted(values, key=len, reverse=True)
@@ -71,8 +74,10 @@ def scrub(value: Any, secrets: list[str] | None = None, _key: object = None) -> 
     """
     secrets = secret_env_values() if secrets is None else secrets
     if isinstance(value, Mapping):
-        return {k: (MASK if is_secret_key(k) and v not in (None, "") else scrub(v, secrets, k))
-                for k, v in value.items()}
+        return {
+            k: (MASK if is_secret_key(k) and v not in (None, "") else scrub(v, secrets, k))
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return type(value)(scrub(v, secrets) for v in value)
     if isinstance(value, str):
@@ -107,8 +112,9 @@ def _scrub_override(line: str) -> str:
     return line
 
 
-def scrub_run_files(output_dir: str | Path, config_values: Any = None,
-                    extra_files: tuple[str | Path, ...] = ()) -> None:
+def scrub_run_files(
+    output_dir: str | Path, config_values: Any = None, extra_files: tuple[str | Path, ...] = ()
+) -> None:
     """Mask secrets in the files Hydra wrote to ``<output_dir>/.hydra`` (and ``extra_files``, e.g.
     a multirun's ``multirun.yaml``) before the run started.
 

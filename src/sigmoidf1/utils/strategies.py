@@ -1,4 +1,4 @@
-"""Strategy factories for ``trainer.strategy._target_`` where Lightning's own error is not enough."""
+"""Strategy factories for ``trainer.strategy._target_`` where Lightning's own error falls short."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 def deepspeed_strategy(**kwargs: Any):
     """``lightning.pytorch.strategies.DeepSpeedStrategy(**kwargs)``, failing early and clearly when
-    the ``deepspeed`` package is missing (it is not a dependency of this template: it needs CUDA and a
-    compiler toolchain, and most runs here are better served by ``trainer=ddp`` or ``trainer=fsdp``).
+    the ``deepspeed`` package is missing (it is not a dependency of this template: it needs CUDA and
+    a
+    compiler toolchain, and most runs here are better served by ``trainer=ddp`` or
+    ``trainer=fsdp``).
 
     Raises:
         ImportError: naming ``pip install deepspeed`` and the alternatives.

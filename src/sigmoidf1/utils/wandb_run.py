@@ -62,7 +62,8 @@ def has_wandb_credentials() -> bool:
         raise ImportError(
             "logger=wandb needs the wandb package: pip install 'sigmoidf1[wandb]'"
         ) from error
-    try:  # wandb >= 0.22: wandb's own settings (files + environment) and the .netrc entry of its host
+    # wandb >= 0.22: wandb's own settings (files + environment) and the .netrc entry of its host
+    try:
         from wandb.sdk import wandb_setup
         from wandb.sdk.lib import wbauth
 
@@ -87,8 +88,9 @@ def _fall_back_to_offline(cfg: DictConfig) -> None:
     for entry in entries:
         save_dir = Path(entry.get("save_dir") or entry.get("dir") or ".").resolve()
         log.warning(
-            "W&B: no API key found (WANDB_API_KEY, ~/.netrc, `wandb login`) and WANDB_MODE is unset, "
-            f"so this run is logged offline; upload it later with: wandb sync {save_dir}/wandb/offline-run-*"
+            "W&B: no API key found (WANDB_API_KEY, ~/.netrc, `wandb login`) and WANDB_MODE is "
+            "unset, so this run is logged offline; upload it later with: "
+            f"wandb sync {save_dir}/wandb/offline-run-*"
         )
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, compose_train
 
 GROUPS = [
     "data",
@@ -32,23 +29,6 @@ REQUIRED_GROUPS = [g for g in GROUPS if g != "hparams_search"]
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-
-
-def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
-    """Compose like the CLI does, with a fake runtime so that `${hydra:...}` resolves."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name,
-            overrides=[f"paths.root_dir={tmp_path}", *overrides],
-            return_hydra_config=True,
-        )
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.cwd = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def targets(node) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, compose_train
 from tests.data_fixtures import (
     text_rows,
     tiny_bert_fixture,  # noqa: F401  (fixture `tiny_bert`)
@@ -14,7 +14,6 @@ from tests.data_fixtures import (
     write_reuters_tarball,
     write_text_file,
 )
-from tests.test_configs import compose_train
 
 DEFAULT_BACKBONES = {
     "yeast": "MLP",

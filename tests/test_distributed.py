@@ -23,9 +23,14 @@ from torch.utils.data import DistributedSampler, TensorDataset
 from sigmoidf1.data.base import MultilabelDataModule
 from sigmoidf1.data.samplers import UnrepeatedDistributedSampler, check_even_batches
 from sigmoidf1.utils.ddp_relaunch import check_shared_run_dir, relaunch_this_job, single_job_argv
-from tests.conftest import REPO_ROOT, read_json, run_cli, run_dir_from_output
-from tests.test_configs import compose_train
-from tests.test_train import DESIGN_TEST_METRICS
+from tests.conftest import (
+    DESIGN_TEST_METRICS,
+    REPO_ROOT,
+    compose_train,
+    read_json,
+    run_cli,
+    run_dir_from_output,
+)
 
 # the Yeast test split with the default fractions: 2417 * 0.2 -> 483 examples, odd, so that
 # Lightning's DistributedSampler would pad it with a repeated example on 2 processes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -17,64 +16,8 @@ from sigmoidf1.callbacks.report import (
     per_label_stats,
 )
 from sigmoidf1.utils.distributed import join_ranks
-from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
-
-
-# --- an independent reference: plain numpy, no torchmetrics -------------------------------------
-def reference_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n over distinct score thresholds; 0 if no positive."""
-    positives = labels.sum()
-    if positives == 0:
-        return 0.0
-    order = np.argsort(-scores, kind="stable")
-    scores, labels = scores[order], labels[order]
-    last_of_tie = np.r_[scores[1:] != scores[:-1], True]
-    tp = np.cumsum(labels)[last_of_tie]
-    fp = np.cumsum(1 - labels)[last_of_tie]
-    precision, recall = tp / (tp + fp), tp / positives
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def reference_rows(
-    probabilities: np.ndarray, targets: np.ndarray, thresholds: np.ndarray
-) -> list[dict]:
-    decisions = probabilities >= thresholds
-    rows = []
-    for label in range(targets.shape[1]):
-        d, y = decisions[:, label], targets[:, label].astype(bool)
-        tp, fp, fn = int((d & y).sum()), int((d & ~y).sum()), int((~d & y).sum())
-        rows.append(
-            {
-                "support": int(y.sum()),
-                "predicted": int(d.sum()),
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "precision": tp / (tp + fp) if tp + fp else 0.0,
-                "recall": tp / (tp + fn) if tp + fn else 0.0,
-                "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0,
-                "average_precision": reference_average_precision(
-                    probabilities[:, label], targets[:, label]
-                ),
-                "threshold": float(thresholds[label]),
-            }
-        )
-    return rows
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
-
-
-def assert_rows_match(csv_rows: list[dict], expected: list[dict]) -> None:
-    assert len(csv_rows) == len(expected)
-    for got, want in zip(csv_rows, expected, strict=True):
-        for key, value in want.items():
-            if isinstance(value, int):
-                assert int(got[key]) == value, (got["label"], key)
-            else:
-                assert float(got[key]) == pytest.approx(value, abs=2e-5), (got["label"], key)
+from tests.conftest import QUIET, run_cli, run_dir_from_output
+from tests.helpers import assert_rows_match, read_csv, reference_rows
 
 
 def synthetic(n: int = 300, num_labels: int = 5, seed: int = 0):
@@ -152,45 +95,6 @@ def test_report_rejects_a_test_step_without_logits():
         report.on_test_batch_end(
             None, torch.nn.Linear(1, 1), None, (torch.zeros(1), torch.zeros(1)), 0
         )
-
-
-# --- real runs (see also test_tracking.py) --------------------------------------------------------
-def check_report_of_a_yeast_run(run_dir: Path) -> None:
-    """The report files of a real Yeast run (seed 42) exist and agree with an independent
-    recomputation from ``predictions.npz`` and with ``test_metrics.json`` (torchmetrics).
-
-    Called by the CLI tests in test_tracking.py, which share one run between several checks."""
-    report_dir = run_dir / "report"
-    for name in ("per_label.csv", "label_counts.csv", "predictions.npz", *FIGURE_FILES.values()):
-        assert (report_dir / name).stat().st_size > 0, name
-
-    saved = np.load(report_dir / "predictions.npz")
-    probabilities, targets = saved["probabilities"], saved["targets"]
-    thresholds = saved["thresholds"]
-    from sigmoidf1.data import YeastDataModule
-
-    datamodule = YeastDataModule(seed=42)
-    datamodule.setup()
-    assert targets.shape == (len(datamodule.test_set), len(datamodule.label_names))
-    rows = read_csv(report_dir / "per_label.csv")
-    assert [r["label"] for r in rows] == list(datamodule.label_names)
-    assert_rows_match(rows, reference_rows(probabilities, targets, thresholds))
-
-    # computed by torchmetrics inside the module, independently of the report
-    test_metrics = read_json(run_dir / "test_metrics.json")
-    f1 = np.array([float(r["f1"]) for r in rows])
-    ap = np.array([float(r["average_precision"]) for r in rows])
-    assert f1.mean() == pytest.approx(test_metrics["test/f1_macro"], abs=1e-5)
-    assert ap.mean() == pytest.approx(test_metrics["test/map_macro"], abs=1e-4)
-    decisions = probabilities >= thresholds
-    card_mae = np.abs(decisions.sum(1) - targets.sum(1)).mean()
-    assert card_mae == pytest.approx(test_metrics["test/card_mae"], abs=1e-5)
-    counts = read_csv(report_dir / "label_counts.csv")
-    assert sum(int(c["examples_true"]) for c in counts) == targets.shape[0]
-    for c in counts:
-        k = int(c["labels_per_example"])
-        assert int(c["examples_true"]) == int((targets.sum(1) == k).sum())
-        assert int(c["examples_predicted"]) == int((decisions.sum(1) == k).sum())
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sigmoidf1.pipeline import load_checkpoint
+from sigmoidf1.checkpoints import read_checkpoint
 from sigmoidf1.utils.errors import CheckpointError
 from sigmoidf1.utils.secrets import MASK, is_secret_key, scrub, secret_env_values
 from tests.conftest import QUIET, run_cli
@@ -49,7 +49,7 @@ def test_the_payload_is_real(tmp_path):
 def test_a_pickled_payload_is_refused_without_running(tmp_path):
     path, marker = poisoned_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="refusing to load") as error:
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert str(path) in str(error.value) and "(exec)" in str(error.value)
     assert not marker.exists()
 

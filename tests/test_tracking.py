@@ -20,9 +20,8 @@ from sigmoidf1.utils.wandb_run import (
     prepare_wandb,
     run_id_from_checkpoint,
 )
-from tests.conftest import QUIET, REPO_ROOT, read_json, run_cli, run_dir_from_output
-from tests.test_configs import compose_train
-from tests.test_report import check_report_of_a_yeast_run
+from tests.conftest import QUIET, REPO_ROOT, compose_train, read_json, run_cli, run_dir_from_output
+from tests.helpers import check_report_of_a_yeast_run
 
 OFFLINE_LINE = "W&B: no API key found"
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, the format of a W&B key

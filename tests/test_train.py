@@ -6,23 +6,7 @@ import csv
 
 import pytest
 
-from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
-
-DESIGN_TEST_METRICS = {
-    f"test/{n}"
-    for n in (
-        "f1_micro",
-        "f1_macro",
-        "f1_weighted",
-        "f1_samples",
-        "precision_macro",
-        "recall_macro",
-        "map_macro",
-        "hamming",
-        "exact_match",
-        "card_mae",
-    )
-}
+from tests.conftest import DESIGN_TEST_METRICS, QUIET, read_json, run_cli, run_dir_from_output
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import traceback
@@ -15,14 +14,13 @@ import torch
 import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sigmoidf1.backbones import MLP
 from sigmoidf1.callbacks.thresholds import (
     ThresholdTuning,
     best_f1_thresholds,
+    best_micro_f1_threshold,
     f1_scores,
 )
 from sigmoidf1.data import YeastDataModule
-from sigmoidf1.losses import get_loss
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.distributed import gather_rows
 from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
@@ -39,6 +37,20 @@ def brute_force_f1(scores: torch.Tensor, targets: torch.Tensor) -> float:
     return best
 
 
+# the exact per-label search, without the safeguards of the default strategy
+EXACT = {"mode": "per_label", "min_positives": 0, "shrinkage": 0.0}
+
+
+def tied_scores(seed: int, n: int = 60, labels: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rounded scores (many ties), label rates from 2% to 60%, label 3 without positives."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(n, labels, generator=generator) * 2).round(decimals=1)
+    rates = torch.linspace(0.02, 0.6, labels)
+    targets = (torch.rand(n, labels, generator=generator) < rates).float()
+    targets[:, 3] = 0
+    return scores, targets
+
+
 def f1_at(scores: torch.Tensor, targets: torch.Tensor, threshold: float) -> float:
     predicted = scores >= threshold
     tp = (predicted & (targets == 1)).sum().item()
@@ -48,7 +60,7 @@ def f1_at(scores: torch.Tensor, targets: torch.Tensor, threshold: float) -> floa
 
 # --- the search ---------------------------------------------------------------------------------
 def test_hand_built_cases():
-    # top 3 predicted positive: F1 = 2*2 / (3 + 2) = 0.8 beats top 1 (0.667); cut between 0.7 and 0.1
+    # top 3 predicted: F1 = 2*2 / (3 + 2) = 0.8 beats top 1 (0.667); cut between 0.7 and 0.1
     scores = torch.tensor([[0.9], [0.8], [0.7], [0.1]])
     targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     thresholds, f1, has_positive = best_f1_thresholds(scores, targets)
@@ -78,21 +90,54 @@ def test_label_without_positives_keeps_the_fallback():
 
 @pytest.mark.parametrize("seed", range(8))
 def test_search_matches_brute_force(seed):
-    generator = torch.Generator().manual_seed(seed)
-    n, labels = 60, 7
-    # rounded scores create many ties; label rates from 2% to 60%; one label without positives
-    scores = (torch.randn(n, labels, generator=generator) * 2).round(decimals=1)
-    rates = torch.linspace(0.02, 0.6, labels)
-    targets = (torch.rand(n, labels, generator=generator) < rates).float()
-    targets[:, 3] = 0
+    scores, targets = tied_scores(seed)
     thresholds, f1, has_positive = best_f1_thresholds(scores, targets)
-    for label in range(labels):
+    for label in range(scores.shape[1]):
         expected = brute_force_f1(scores[:, label], targets[:, label])
         assert f1[label].item() == pytest.approx(expected, abs=1e-12)
         # the returned threshold achieves it
         achieved = f1_at(scores[:, label], targets[:, label], thresholds[label].item())
         assert achieved == pytest.approx(expected, abs=1e-12)
     assert has_positive[3].item() is False
+
+
+@pytest.mark.parametrize("chunk_labels", [1, 3, 7, 100])
+def test_chunked_search_equals_unchunked_exactly(chunk_labels):
+    scores, targets = tied_scores(0, n=80, labels=23)
+    whole = best_f1_thresholds(scores, targets, fallback=0.3, chunk_labels=None)
+    chunked = best_f1_thresholds(scores, targets, fallback=0.3, chunk_labels=chunk_labels)
+    for expected, got in zip(whole, chunked, strict=True):
+        assert torch.equal(expected, got)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("chunk_labels", [1, 2, None])
+def test_micro_search_equals_the_search_on_pooled_scores(seed, chunk_labels):
+    scores, targets = tied_scores(seed, n=40, labels=5)
+    if seed == 5:  # every score positive-worthy: the threshold falls below the lowest score
+        targets = torch.ones_like(targets)
+    expected, expected_f1, _ = best_f1_thresholds(
+        scores.reshape(-1, 1), targets.reshape(-1, 1), chunk_labels=None
+    )
+    threshold, f1, positives = best_micro_f1_threshold(scores, targets, chunk_labels=chunk_labels)
+    assert torch.equal(threshold, expected[0]) and torch.equal(f1, expected_f1[0])
+    assert positives.item() == targets.sum().item()
+    assert f1.item() == pytest.approx(
+        brute_force_f1(scores.flatten(), targets.flatten()), abs=1e-12
+    )
+
+
+def test_micro_search_without_positives_keeps_the_fallback():
+    threshold, f1, positives = best_micro_f1_threshold(
+        torch.randn(6, 3), torch.zeros(6, 3), fallback=0.25
+    )
+    assert (threshold.item(), f1.item(), positives.item()) == (0.25, 0.0, 0)
+
+
+def test_fixed_mode_keeps_the_model_threshold():
+    scores, targets = tied_scores(0)
+    tuned = ThresholdTuning(mode="fixed").tune(scores, targets, fixed=0.3)
+    assert torch.equal(tuned, torch.full((scores.shape[1],), 0.3))
 
 
 def test_global_mode_maximises_pooled_micro_f1():
@@ -111,7 +156,7 @@ def test_per_label_tuning_beats_or_equals_the_fixed_threshold_on_its_data():
     generator = torch.Generator().manual_seed(1)
     targets = (torch.rand(200, 6, generator=generator) < 0.2).float()
     logits = 2 * targets + torch.randn(200, 6, generator=generator) - 2.5  # biased low
-    tuned = ThresholdTuning().tune(logits, targets, fixed=0.5)
+    tuned = ThresholdTuning(**EXACT).tune(logits, targets, fixed=0.5)
     _, macro_fixed = f1_scores(logits >= 0, targets)
     _, macro_tuned = f1_scores(logits >= torch.logit(tuned), targets)
     assert macro_tuned > macro_fixed + 0.1
@@ -120,6 +165,14 @@ def test_per_label_tuning_beats_or_equals_the_fixed_threshold_on_its_data():
 def test_bad_inputs_fail_with_a_message():
     with pytest.raises(ValueError, match="mode must be one of"):
         ThresholdTuning(mode="per_class")
+    with pytest.raises(ValueError, match="min_positives"):
+        ThresholdTuning(min_positives=-1)
+    with pytest.raises(ValueError, match="shrinkage"):
+        ThresholdTuning(shrinkage=-0.5)
+    with pytest.raises(ValueError, match="chunk_labels"):
+        ThresholdTuning(chunk_labels=0)
+    with pytest.raises(ValueError, match="chunk_labels"):
+        best_f1_thresholds(torch.zeros(4, 2), torch.zeros(4, 2), chunk_labels=0)
     with pytest.raises(ValueError, match=r"\[N, L\]"):
         best_f1_thresholds(torch.zeros(4, 2), torch.zeros(4, 3))
     with pytest.raises(ValueError, match="NaN"):
@@ -129,17 +182,35 @@ def test_bad_inputs_fail_with_a_message():
 
 
 # --- the callback in a real fit / test ------------------------------------------------------------
+MLP = {
+    "_target_": "sigmoidf1.backbones.MLP",
+    "_partial_": True,
+    "hidden_sizes": [32],
+    "dropout": 0.0,
+}
+BCE = {"_target_": "sigmoidf1.losses.get_loss", "name": "bce"}
+ADAMW = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}
+
+
+def yeast_model(data: YeastDataModule, model_class: type = MultilabelClassifier, **overrides):
+    """A small MLP with BCE for ``data``, sized from it (``setup`` runs here)."""
+    data.prepare_data()
+    data.setup("fit")
+    arguments = {"backbone": MLP, "loss": BCE, "optimizer": ADAMW}
+    return model_class(
+        label_names=data.label_names,
+        backbone_inputs=data.backbone_inputs,
+        **(arguments | overrides),
+    )
+
+
 def fit_yeast(
     tmp_path: Path, callbacks: list, seed: int = 0
 ) -> tuple[L.Trainer, MultilabelClassifier, dict]:
     """Fit 3 epochs on Yeast, then test the best checkpoint; also return the metrics after fit."""
     L.seed_everything(seed, workers=True)
     data = YeastDataModule(seed=seed, batch_size=128, eval_batch_size=512)
-    model = MultilabelClassifier(
-        backbone=functools.partial(MLP, hidden_sizes=[32], dropout=0.0),
-        loss=get_loss("bce"),
-        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
-    )
+    model = yeast_model(data)
     checkpoint = ModelCheckpoint(
         dirpath=tmp_path, monitor="val/f1_macro", mode="max", save_last=True
     )
@@ -176,7 +247,7 @@ def test_callback_tunes_into_checkpoint_and_test_but_leaves_fit_metrics_alone(tm
             plain[f"test/{name}"].item(), abs=1e-6
         )
 
-    # the best checkpoint stores thresholds tuned on its epoch; test used them and they changed things
+    # the best checkpoint stores thresholds tuned on its epoch; test used them, and they mattered
     best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
     stored = best["state_dict"]["thresholds"]
     assert not torch.allclose(stored, torch.full_like(stored, 0.5))
@@ -189,13 +260,7 @@ def test_callback_tunes_into_checkpoint_and_test_but_leaves_fit_metrics_alone(tm
     )
 
     # a model rebuilt from the checkpoint predicts with the stored thresholds
-    rebuilt = MultilabelClassifier.load_from_checkpoint(
-        trainer.checkpoint_callback.best_model_path,
-        weights_only=False,
-        backbone=functools.partial(MLP, hidden_sizes=[32], dropout=0.0),
-        loss=get_loss("bce"),
-        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
-    )
+    rebuilt = MultilabelClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
     assert torch.equal(rebuilt.thresholds, stored)
 
 
@@ -211,11 +276,7 @@ def test_callback_needs_logits_from_the_steps(tmp_path):
             super().validation_step(batch, batch_idx)
 
     data = YeastDataModule(seed=0, batch_size=256)
-    model = NoOutputs(
-        backbone=functools.partial(MLP, hidden_sizes=[8]),
-        loss=get_loss("bce"),
-        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
-    )
+    model = yeast_model(data, NoOutputs)
     trainer = L.Trainer(
         max_epochs=1,
         logger=False,
@@ -231,11 +292,18 @@ def test_callback_needs_logits_from_the_steps(tmp_path):
 
 
 # --- DDP: every rank gathers every rank's rows and picks the same thresholds ----------------------
+# the default strategy, the exact per-label search and the global threshold
+DDP_STRATEGIES = [{}, EXACT, {"mode": "global"}]
+
+
 def _rank_rows(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(100 + rank)
-    rows = 5 if rank == 0 else 9  # uneven on purpose
-    logits = torch.randn(rows, 4, generator=generator)
-    return logits, (torch.rand(rows, 4, generator=generator) < 0.4).float()
+    rows = 25 if rank == 0 else 38  # uneven on purpose
+    # rates: labels 0-1 have fewer than 10 positives in all (they keep the global threshold under
+    # the default strategy), labels 2-3 more (shrunk toward it)
+    rates = torch.tensor([0.04, 0.1, 0.4, 0.6])
+    targets = (torch.rand(rows, 4, generator=generator) < rates).float()
+    return torch.randn(rows, 4, generator=generator) + targets, targets
 
 
 def _ddp_rank(rank: int, port: int, out_dir: str) -> None:
@@ -247,7 +315,7 @@ def _ddp_rank(rank: int, port: int, out_dir: str) -> None:
         logits, targets = _rank_rows(rank)
         all_logits = gather_rows(logits)
         all_targets = gather_rows(targets)
-        tuned = ThresholdTuning().tune(all_logits, all_targets, fixed=0.5)
+        tuned = [ThresholdTuning(**k).tune(all_logits, all_targets, 0.5) for k in DDP_STRATEGIES]
         torch.save({"logits": all_logits, "tuned": tuned}, Path(out_dir) / f"rank{rank}.pt")
         dist.destroy_process_group()
     except Exception:
@@ -268,11 +336,18 @@ def test_gather_under_two_gloo_processes(tmp_path):
     assert torch.equal(rank0["logits"], expected_logits) and torch.equal(
         rank1["logits"], expected_logits
     )
-    single = ThresholdTuning().tune(expected_logits, expected_targets, fixed=0.5)
-    assert torch.equal(rank0["tuned"], single) and torch.equal(rank1["tuned"], single)
+    positives = expected_targets.sum(0)
+    assert (positives[:2] < 10).all() and (positives[2:] >= 10).all()
+    for strategy, tuned0, tuned1 in zip(
+        DDP_STRATEGIES, rank0["tuned"], rank1["tuned"], strict=True
+    ):
+        single = ThresholdTuning(**strategy).tune(expected_logits, expected_targets, fixed=0.5)
+        assert torch.equal(tuned0, single) and torch.equal(tuned1, single), strategy
+    default, exact, pooled = rank0["tuned"]
+    assert torch.equal(default[:2], pooled[:2]) and not torch.equal(default, exact)
 
 
-# --- the CLI: `callbacks=tuned` ---------------------------------------------------------------------
+# --- the CLI: `callbacks=tuned` ------------------------------------------------------------------
 @pytest.mark.slow
 def test_cli_tuned_run_and_eval_use_the_stored_thresholds(workdir):
     result = run_cli(

@@ -1,10 +1,11 @@
-"""Decision thresholds tuned on the validation set to maximise F1.
+"""Decision thresholds tuned on the validation set to maximise F1, safely for rare labels.
 
-``best_f1_thresholds`` is the search: for scores ``[N, L]`` (logits) and binary targets, the
-threshold of each label that maximises that label's F1 when predicting ``score >= threshold``.
-Sorting each column once gives every achievable prediction set (the top ``k`` scores, ``k = 1..N``)
-with its true positives as a cumulative sum, so the search is exact and costs O(N log N) per label,
-vectorised over labels:
+Two exact searches over scores (logits) ``[N, L]`` and binary targets, predicting
+``score >= threshold``:
+
+``best_f1_thresholds`` (per label): sorting each column once gives every achievable prediction set
+(the top ``k`` scores, ``k = 1..N``) with its true positives as a cumulative sum, so the search is
+exact and costs O(N log N) per label, vectorised over a block of ``chunk_labels`` labels at a time:
 
     tp_k = sum of the targets of the k highest scores,   F1_k = 2 tp_k / (k + P)
 
@@ -14,8 +15,16 @@ candidates (tied scores are always predicted together); among equal F1 values th
 cut, or one unit below the lowest score when every example is predicted positive. A label without
 positives has F1 = 0 at every threshold (zero_division): it keeps the ``fallback`` threshold.
 
-``ThresholdTuning`` is the Lightning callback that runs the search at the end of every validation
-epoch and puts the result in the model's ``thresholds`` buffer (see ``ThresholdTuning``).
+``best_micro_f1_threshold`` (one threshold for all labels): the same search on the ``N * L`` pooled
+scores, i.e. the micro-F1 optimum, with the same tie rules and the same result as
+``best_f1_thresholds(scores.reshape(-1, 1), ...)``. It never sorts the pooled scores: the best cut
+always sits just below a positive's score (lowering a cut past negatives only adds false
+positives), so the candidates are the ``P`` distinct positive scores ``c``, and
+``#{score >= c}`` is counted block by block of labels.
+
+``ThresholdTuning`` is the Lightning callback that runs them at the end of every validation epoch
+and puts the result in the model's ``thresholds`` buffer; its ``mode``, ``min_positives`` and
+``shrinkage`` choose how far each label may move away from the pooled threshold (see there).
 """
 
 from __future__ import annotations
@@ -31,13 +40,32 @@ from torch import Tensor
 from sigmoidf1.metrics import build_metrics, shift_to_threshold
 from sigmoidf1.utils.distributed import gather_rows
 
-MODES = ("per_label", "global")
+MODES = ("per_label", "global", "fixed")
 UNTUNED_PREFIX = "test_untuned/"
 TUNED_VAL_PREFIX = "val_tuned/"
 
 
+def _check_scores(scores: Tensor, targets: Tensor, chunk_labels: int | None) -> None:
+    if scores.ndim != 2 or scores.shape != targets.shape:
+        raise ValueError(
+            "scores and targets must both be [N, L], "
+            f"got {tuple(scores.shape)} and {tuple(targets.shape)}"
+        )
+    if scores.shape[0] == 0:
+        raise ValueError("no examples to tune thresholds on (N = 0)")
+    if not torch.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values: cannot tune thresholds")
+    if chunk_labels is not None and chunk_labels < 1:
+        raise ValueError(f"chunk_labels must be >= 1 or None, got {chunk_labels}")
+
+
+def _label_blocks(num_labels: int, chunk_labels: int | None) -> list[slice]:
+    step = num_labels if chunk_labels is None else chunk_labels
+    return [slice(start, start + step) for start in range(0, num_labels, max(step, 1))]
+
+
 def best_f1_thresholds(
-    scores: Tensor, targets: Tensor, fallback: float = 0.0
+    scores: Tensor, targets: Tensor, fallback: float = 0.0, chunk_labels: int | None = 256
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per column, the threshold ``t`` maximising the F1 of ``scores >= t`` against ``targets``.
 
@@ -45,29 +73,38 @@ def best_f1_thresholds(
         scores: ``[N, L]`` real scores (logits; any monotone score works), finite.
         targets: ``[N, L]`` in {0, 1}.
         fallback: the threshold (in score units) of columns without any positive.
+        chunk_labels: columns searched at once (``None``: all). The search's extra memory is about
+            ``50 * N * chunk_labels`` bytes (float64 sort, order, cumulative sums); the result does
+            not depend on it.
 
     Returns:
         ``(thresholds [L], best_f1 [L], has_positive [L] bool)``, float64 on ``scores.device``.
     """
-    if scores.ndim != 2 or scores.shape != targets.shape:
-        raise ValueError(
-            f"scores and targets must both be [N, L], got {tuple(scores.shape)} and {tuple(targets.shape)}"
-        )
-    if scores.shape[0] == 0:
-        raise ValueError("no examples to tune thresholds on (N = 0)")
-    if not torch.isfinite(scores).all():
-        raise ValueError("scores contain NaN or infinite values: cannot tune thresholds")
+    _check_scores(scores, targets, chunk_labels)
+    blocks = [
+        _best_f1_block(scores[:, block], targets[:, block], fallback)
+        for block in _label_blocks(scores.shape[1], chunk_labels)
+    ]
+    return tuple(torch.cat(parts) for parts in zip(*blocks, strict=True))  # type: ignore[return-value]
+
+
+def _best_f1_block(
+    scores: Tensor, targets: Tensor, fallback: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``best_f1_thresholds`` on one block of columns, all sorted at once."""
     n = scores.shape[0]
     sorted_scores, order = torch.sort(scores.to(torch.float64), dim=0, descending=True)
     hits = torch.gather(targets.to(torch.float64), 0, order)
-    tp = hits.cumsum(dim=0)  # [N, L]: true positives when the top k = 1..N are predicted positive
-    positives = tp[-1]  # [L]
+    del order
+    tp = hits.cumsum(dim=0)  # [N, l]: true positives when the top k = 1..N are predicted positive
+    del hits
+    positives = tp[-1]  # [l]
     k = torch.arange(1, n + 1, dtype=torch.float64, device=scores.device).unsqueeze(1)
     f1 = 2 * tp / (k + positives)
-    # a cut after row i is achievable only if the next score is strictly lower (or i is the last row)
+    # a cut after row i is achievable only if the next score is strictly lower (or i is last)
     achievable = torch.ones_like(f1, dtype=torch.bool)
     achievable[:-1] = sorted_scores[:-1] > sorted_scores[1:]
-    f1 = torch.where(achievable, f1, torch.full_like(f1, -1.0))
+    f1 = f1.masked_fill_(~achievable, -1.0)
     best_f1, best = f1.max(dim=0)  # first maximum = highest threshold among ties
     above = sorted_scores.gather(0, best.unsqueeze(0)).squeeze(0)
     below = sorted_scores.gather(0, (best + 1).clamp(max=n - 1).unsqueeze(0)).squeeze(0)
@@ -78,8 +115,51 @@ def best_f1_thresholds(
     return thresholds, best_f1, has_positive
 
 
+def best_micro_f1_threshold(
+    scores: Tensor, targets: Tensor, fallback: float = 0.0, chunk_labels: int | None = 256
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The one threshold ``t`` maximising the micro-F1 of ``scores >= t`` over all ``[N, L]``.
+
+    Equal to ``best_f1_thresholds(scores.reshape(-1, 1), targets.reshape(-1, 1), fallback)`` (same
+    value, same tie rules), in O(P + N * chunk_labels) extra memory instead of O(N * L), where
+    ``P`` is the number of positives: with the distinct positive scores ``c`` as candidates,
+
+        TP(c) = #{positives >= c},   Pred(c) = #{scores >= c},   F1(c) = 2 TP(c) / (Pred(c) + P)
+
+    and the threshold is the midpoint of the best ``c`` and the highest score below it (or
+    ``c - 1`` when there is none).
+
+    Returns:
+        ``(threshold, best_f1, positives)`` as 0-dim tensors: float64, float64 and the number of
+        positives (int64), on ``scores.device``.
+    """
+    _check_scores(scores, targets, chunk_labels)
+    positive_scores = scores[targets.bool()].to(torch.float64)
+    num_positives = torch.tensor(positive_scores.numel(), device=scores.device)
+    if positive_scores.numel() == 0:
+        zero = torch.zeros((), dtype=torch.float64, device=scores.device)
+        return zero + fallback, zero, num_positives
+    # descending, so that the first maximum below is the highest threshold among equal F1 values
+    candidates, counts = torch.unique(positive_scores, sorted=True, return_counts=True)
+    candidates, counts = candidates.flip(0), counts.flip(0)
+    true_positives = counts.cumsum(0).to(torch.float64)
+    predicted = torch.zeros_like(candidates)
+    below = torch.full_like(candidates, -math.inf)
+    for block in _label_blocks(scores.shape[1], chunk_labels):
+        ascending = scores[:, block].reshape(-1).to(torch.float64).sort().values
+        lower = torch.searchsorted(ascending, candidates)  # how many scores are < c
+        predicted += ascending.numel() - lower
+        highest_lower = ascending[(lower - 1).clamp(min=0)]
+        below = torch.maximum(below, torch.where(lower > 0, highest_lower, -math.inf))
+    f1 = 2 * true_positives / (predicted + positive_scores.numel())
+    best_f1, best = f1.max(dim=0)
+    above = candidates[best]
+    threshold = torch.where(below[best] > -math.inf, (above + below[best]) / 2, above - 1.0)
+    return threshold, best_f1, num_positives
+
+
 def f1_scores(predicted: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """``(micro F1, macro F1)`` of boolean predictions ``[N, L]``; labels with no support score 0."""
+    """``(micro F1, macro F1)`` of boolean predictions ``[N, L]``; labels without support: 0."""
     predicted = predicted.to(torch.float64)
     targets = targets.to(torch.float64)
     tp = (predicted * targets).sum(0)
@@ -90,14 +170,44 @@ def f1_scores(predicted: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class ThresholdTuning(Callback):
-    """Tune per-label (or one global) decision thresholds on the validation set to maximise F1.
+    """Tune decision thresholds on the validation set to maximise F1, never trusting few positives.
 
     When: at the end of every validation epoch (sanity checks excluded) the callback gathers the
-    epoch's validation logits and targets from all processes (so every rank picks the same
-    thresholds), and runs ``best_f1_thresholds``:
+    epoch's validation logits and targets from all processes and tunes thresholds on them. Every
+    rank gathers the same rows in the same order and runs the same deterministic computation, so
+    every rank holds the same thresholds.
 
-    - ``mode="per_label"``: each label gets the threshold maximising its own F1 (hence macro-F1);
-    - ``mode="global"``: one threshold for all labels, maximising micro-F1 over the pooled scores.
+    The strategy (``mode``, ``min_positives``, ``shrinkage``), in logit space, with ``t_fixed`` the
+    model's ``threshold``, ``t_global`` the micro-F1-optimal threshold of the pooled ``[N, L]``
+    scores (``best_micro_f1_threshold``), ``t_l`` label ``l``'s own F1-optimal threshold
+    (``best_f1_thresholds``) and ``n_l`` its number of validation positives:
+
+    - ``mode="per_label"`` (the default):
+      ``t = t_global + w_l (t_l - t_global)``, ``w_l = n_l / (n_l + shrinkage)`` if
+      ``n_l >= min_positives``, else ``w_l = 0``. A label moves away from the pooled threshold only
+      as far as its own positives support. Use it by default; with many positives per label it
+      approaches the exact per-label optimum (hence macro-F1), with few it is ``global``.
+    - ``mode="per_label", min_positives=0, shrinkage=0``: the exact per-label search, ``t = t_l``
+      (labels without positives: ``t_global``). Use it only when every label has many validation
+      positives (hundreds). Why not otherwise: F1 rewards any true positive over none, so for a
+      label with one or two positives the search picks whatever threshold catches them, even one
+      that flags hundreds of negatives (Lipton et al. 2014, "Thresholding Classifiers to Maximize
+      F1"); on Reuters with BCE this took test micro-F1 from 0.795 to 0.555.
+    - ``mode="global"``: ``t = t_global`` for every label: one parameter fitted on all ``N * L``
+      pooled scores, so it is stable even when most labels are rare. Use it to optimise micro-F1,
+      or when the labels' scores are on one common scale (one calibration error for all).
+    - ``mode="fixed"``: ``t = t_fixed`` (no tuning; ``test/`` equals ``test_untuned/``). Use it as
+      the baseline, or when the validation set is tiny.
+
+    Every estimate needs support: if the whole validation set has fewer than
+    ``max(min_positives, 1)`` positives, ``t_global`` is replaced by ``t_fixed``.
+
+    Defaults: ``min_positives=10``: below ten positives a single positive moves the label's recall
+    by more than 10 points, so its best cut is decided by the score of one or two examples (the
+    failure above); ten events is also the usual minimum for fitting one parameter of a logistic
+    model. ``shrinkage=10``: a label with 10 positives moves halfway to its own optimum, one with
+    100 positives 91% of the way; the weight is the posterior weight of ``n_l`` observations
+    against a prior worth ``shrinkage`` observations centred on the pooled threshold.
 
     Where they go: into every checkpoint saved after that epoch (``state_dict["thresholds"]``, so
     the best checkpoint carries the thresholds tuned on *its* epoch's validation predictions), and
@@ -121,18 +231,42 @@ class ThresholdTuning(Callback):
     not pad; a padding sampler's repeated examples would be included).
 
     Args:
-        mode: ``"per_label"`` or ``"global"``.
-        max_abs_logit: tuned thresholds are clipped to ``sigmoid(+-max_abs_logit)``: the buffer is
-            float32, and probabilities closer to 0 or 1 lose the precision needed to recover the logit.
+        mode: ``"per_label"``, ``"global"`` or ``"fixed"`` (above).
+        min_positives: validation positives a label needs to move from ``t_global`` (and the
+            whole validation set needs for ``t_global`` to move from ``t_fixed``); ``>= 0``.
+        shrinkage: prior strength, in positives, pulling a label's threshold toward ``t_global``;
+            ``0`` keeps each label's own optimum; ``>= 0``.
+        max_abs_logit: tuned thresholds are clipped to ``sigmoid(+-max_abs_logit)``: the buffer
+            is float32, and probabilities closer to 0 or 1 lose the precision needed to recover the
+            logit.
+        chunk_labels: labels searched at once; bounds the search's extra memory to about
+            ``50 * N * chunk_labels`` bytes for ``N`` validation examples (``None``: all labels at
+            once). The thresholds do not depend on it.
     """
 
-    def __init__(self, mode: str = "per_label", max_abs_logit: float = 10.0) -> None:
+    def __init__(
+        self,
+        mode: str = "per_label",
+        min_positives: int = 10,
+        shrinkage: float = 10.0,
+        max_abs_logit: float = 10.0,
+        chunk_labels: int | None = 256,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not (isinstance(min_positives, int) and min_positives >= 0):
+            raise ValueError(f"min_positives must be an integer >= 0, got {min_positives!r}")
+        if not shrinkage >= 0:
+            raise ValueError(f"shrinkage must be >= 0, got {shrinkage}")
         if not max_abs_logit > 0:
             raise ValueError(f"max_abs_logit must be > 0, got {max_abs_logit}")
+        if chunk_labels is not None and chunk_labels < 1:
+            raise ValueError(f"chunk_labels must be >= 1 or None, got {chunk_labels}")
         self.mode = mode
+        self.min_positives = min_positives
+        self.shrinkage = float(shrinkage)
         self.max_abs_logit = float(max_abs_logit)
+        self.chunk_labels = chunk_labels
         # probability thresholds [L] tuned at the latest validation epoch
         self.tuned: Tensor | None = None
         self._logits: list[Tensor] = []
@@ -141,13 +275,26 @@ class ThresholdTuning(Callback):
 
     # --- the search on gathered predictions ----------------------------------------------------
     def tune(self, logits: Tensor, targets: Tensor, fixed: float) -> Tensor:
-        """Probability thresholds ``[L]`` (float32) for ``logits``/``targets`` ``[N, L]``."""
-        fallback = math.log(fixed / (1 - fixed))
+        """Probability thresholds ``[L]`` (float32) for ``logits``/``targets`` ``[N, L]``.
+
+        A deterministic function of its arguments (no randomness, no reduction whose order
+        depends on the process), so that every rank, given the same gathered rows, agrees.
+        """
+        num_labels = logits.shape[1]
+        if self.mode == "fixed":
+            return torch.full((num_labels,), fixed, dtype=torch.float32, device=logits.device)
+        fixed_logit = math.log(fixed / (1 - fixed))
+        needed = max(self.min_positives, 1)
+        pooled, _, pooled_positives = best_micro_f1_threshold(
+            logits, targets, fixed_logit, self.chunk_labels
+        )
+        cut = torch.where(pooled_positives >= needed, pooled, fixed_logit).expand(num_labels)
         if self.mode == "per_label":
-            cut, _, _ = best_f1_thresholds(logits, targets, fallback=fallback)
-        else:
-            cut, _, _ = best_f1_thresholds(logits.reshape(-1, 1), targets.reshape(-1, 1), fallback)
-            cut = cut.expand(logits.shape[1])
+            own, _, _ = best_f1_thresholds(logits, targets, 0.0, self.chunk_labels)
+            positives = targets.to(torch.float64).sum(0)
+            weight = positives / (positives + self.shrinkage).clamp_min(1)
+            weight = torch.where(positives >= needed, weight, 0.0)
+            cut = (1 - weight) * cut + weight * own  # exactly `own` at weight 1
         cut = cut.clamp(-self.max_abs_logit, self.max_abs_logit)
         return torch.sigmoid(cut).to(torch.float32)
 
@@ -182,7 +329,7 @@ class ThresholdTuning(Callback):
         if trainer.sanity_checking:
             return
         empty = pl_module.thresholds.new_zeros((0, len(pl_module.thresholds)))
-        # all ranks' rows (ranks may hold different numbers), so every rank picks the same thresholds
+        # all ranks' rows (ranks may hold different numbers): every rank picks the same thresholds
         logits = gather_rows(torch.cat(self._logits) if self._logits else empty, None)
         targets = gather_rows(torch.cat(self._targets) if self._targets else empty, None)
         self._logits.clear()

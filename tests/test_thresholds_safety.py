@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from sigmoidf1.callbacks.thresholds import ThresholdTuning, f1_scores
-from tests.test_configs import compose_train
+from tests.conftest import compose_train
 
 EXACT = {"mode": "per_label", "min_positives": 0, "shrinkage": 0.0}
 

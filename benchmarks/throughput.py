@@ -99,20 +99,17 @@ def compose(overrides: Sequence[str]):
 
 def plain_worker(overrides: Sequence[str], epochs: int, with_metrics: bool, out: Path) -> None:
     """Train ``epochs`` epochs with a hand-written loop on the config's data, model and loss."""
-    import hydra
     import lightning as L
     import torch
 
     from sigmoidf1.metrics import build_metrics
+    from sigmoidf1.pipeline import build_model, setup_datamodule
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
-    model.build(datamodule.backbone_inputs, datamodule.label_names)
-    optimizer = model.optimizer_factory(params=model.parameters())
+    datamodule = setup_datamodule(cfg.data)
+    model = build_model(cfg, datamodule)
+    optimizer = model.configure_optimizers()
     loss_fn = model.loss_fn
     metrics = build_metrics(len(datamodule.label_names), "train/") if with_metrics else None
     loader = datamodule.train_dataloader()
@@ -198,20 +195,17 @@ def examples_per_s(epochs: list[dict], key: str) -> float:
 def metric_update_cost(overrides: list[str], repeats: int = 200) -> dict[str, float]:
     """Median seconds of one training-metrics update, and of one plain forward+backward+step, on a
     batch of the configured size (in this process)."""
-    import hydra
     import lightning as L
     import torch
 
     from sigmoidf1.metrics import build_metrics
+    from sigmoidf1.pipeline import build_model, setup_datamodule
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = hydra.utils.instantiate(cfg.model, loss=hydra.utils.instantiate(cfg.loss))
-    model.build(datamodule.backbone_inputs, datamodule.label_names)
-    optimizer = model.optimizer_factory(params=model.parameters())
+    datamodule = setup_datamodule(cfg.data)
+    model = build_model(cfg, datamodule)
+    optimizer = model.configure_optimizers()
     inputs, targets = next(iter(datamodule.train_dataloader()))
     metrics = build_metrics(len(datamodule.label_names), "train/")
 

@@ -169,3 +169,9 @@ def test_foreign_checkpoint_is_named(workdir, cli, content):
     fails(cli("eval", f"ckpt_path={path}", *QUIET[:1]), 1, str(path), expected)
     fails(cli("train", *QUIET, f"ckpt_path={path}"), 1, str(path), expected)
     fails(cli("predict", f"ckpt_path={path}", f"input={path}"), 1, str(path), expected)
+
+
+def test_ddp_spawn_with_the_csv_logger_is_refused_before_training(cli):
+    result = cli("train", *QUIET, "trainer=ddp_spawn")
+    fails(result, 2, "trainer=ddp_spawn", "trainer=ddp_cpu")
+    assert "Starting training" not in result.stdout + result.stderr

@@ -15,7 +15,8 @@ from typing import Any
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from sigmoidf1.checkpoints import (
@@ -28,7 +29,7 @@ from sigmoidf1.checkpoints import (
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
 from sigmoidf1.utils.ddp_relaunch import one_job_per_launch
-from sigmoidf1.utils.errors import CheckpointError
+from sigmoidf1.utils.errors import CheckpointError, ConfigError
 from sigmoidf1.utils.instantiate import instantiate_dict
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.results import print_metrics_table, scalar_metrics, write_json
@@ -79,6 +80,39 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+def set_matmul_precision(precision: str | None) -> None:
+    """On CUDA, let float32 matrix products use TF32 (``"high"``) or bf16 (``"medium"``) tensor
+    cores; CPU runs keep full float32 (their results, and exact resumes, stay unchanged)."""
+    if precision and torch.cuda.is_available():
+        torch.set_float32_matmul_precision(precision)
+
+
+def report_early_stop(trainer: L.Trainer) -> None:
+    """One line when early stopping ended the fit (Lightning says nothing by default)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            best = callback.best_score
+            log.info(
+                f"Early stopping after epoch {callback.stopped_epoch}: {callback.monitor} did not "
+                f"improve for {callback.patience} validation epochs (best {float(best):.4f})"
+            )
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Refuse, before anything runs, a combination known to fail after a whole fit."""
+    strategy = cfg.trainer.get("strategy")
+    loggers = [
+        str(entry.get("_target_", "")) for entry in (cfg.get("logger") or {}).values() if entry
+    ]
+    if strategy == "ddp_spawn" and cfg.get("test", True) and any("CSVLogger" in t for t in loggers):
+        raise ConfigError(
+            "trainer=ddp_spawn cannot test after fitting with the CSV logger (Lightning 2.6: the "
+            "test workers cannot append to the metrics.csv written during fit). Use trainer=ddp "
+            "(GPUs) or trainer=ddp_cpu, which relaunch the command instead of spawning; or keep "
+            "ddp_spawn with test=false and run sigmoidf1-eval afterwards, or logger=tensorboard."
+        )
+
+
 def config_differences(
     stored: Any, current: Any, prefix: str = "", ignore: set[str] = RESUME_HARMLESS
 ) -> list[str]:
@@ -122,8 +156,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Writes ``<run dir>/test_metrics.json`` and logs the run directory as its last line.
     """
     apply_extras(cfg)
+    check_strategy(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
+    set_matmul_precision(cfg.get("float32_matmul_precision"))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path") if cfg.get("train", True) else None
     if ckpt_path:  # fail early, with a clear message, on a missing, unusable or mismatched file
@@ -162,6 +198,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     f"and data options it was trained with): {str(error).splitlines()[0]}"
                 ) from error
             raise
+        report_early_stop(trainer)
     metrics = scalar_metrics(trainer.callback_metrics, "val/")
 
     if cfg.get("test", True):

@@ -26,6 +26,7 @@ from torchmetrics import MeanMetric
 
 from sigmoidf1.backbones import build_backbone
 from sigmoidf1.metrics import ChunkedUpdates, build_metrics, shift_to_threshold
+from sigmoidf1.utils.errors import config_section
 
 STAGES = ("train", "val", "test")
 DEFAULT_LOSS = {"_target_": "sigmoidf1.losses.get_loss", "name": "sigmoid_f1"}
@@ -100,11 +101,13 @@ class MultilabelClassifier(L.LightningModule):
         )
         hp = self.hparams
         self.label_names = hp.label_names
-        self.backbone = build_backbone(instantiate(hp.backbone), hp.backbone_inputs)
+        self.backbone = build_backbone(
+            config_section("model.backbone", hp.backbone), hp.backbone_inputs
+        )
         if hp.compile:
             self.backbone.compile()
         self.head = nn.Linear(self.backbone.out_features, len(self.label_names))
-        self.loss_fn = instantiate(hp.loss)
+        self.loss_fn = config_section("loss", hp.loss)
         num_labels = len(self.label_names)
         self.register_buffer("thresholds", torch.full((num_labels,), hp.threshold))
         self._metric_updates = {}

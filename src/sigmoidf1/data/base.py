@@ -67,7 +67,7 @@ class MultilabelDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         if num_workers < 0:
@@ -152,7 +152,7 @@ class MultilabelDataModule(L.LightningDataModule):
         """The per-process batch size for a global one; errors when it does not divide."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if global_batch_size % world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch size {global_batch_size} is not divisible by the world size {world_size}: "
                 "the configured batch size is global; pick a multiple of the number of processes"
             )
@@ -271,9 +271,9 @@ def split_indices(
     """Deterministic random split of ``range(n)`` into train/val/test index arrays."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
+            raise ConfigError(f"{name} must be in [0, 1), got {value}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
         )
     order = np.random.default_rng(seed).permutation(n)

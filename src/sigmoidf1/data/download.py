@@ -12,7 +12,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from sigmoidf1.utils.errors import DataError
+from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.files import atomic_path
 from sigmoidf1.utils.logging import get_logger
 
@@ -33,7 +33,7 @@ def verify_integrity(path: str | Path, integrity: str, source: str | None = None
     differs from ``integrity``; ``ValueError`` for a malformed integrity string."""
     algorithm, _, expected = integrity.partition("-")
     if not expected or algorithm not in hashlib.algorithms_available:
-        raise ValueError(
+        raise ConfigError(
             f"malformed integrity string {integrity!r}: expected '<algorithm>-<base64>'"
         )
     actual = file_integrity(path, algorithm)

@@ -112,7 +112,7 @@ class ImageFiles(Dataset):
         augment: bool = False,
     ) -> None:
         if targets is not None and len(targets) != len(paths):
-            raise ValueError(f"{len(paths)} images but {len(targets)} target rows")
+            raise DataError(f"{len(paths)} images but {len(targets)} target rows")
         self.paths, self.preprocessing, self.targets, self.augment = (
             list(paths),
             preprocessing,

@@ -78,8 +78,8 @@ def read_records(
 
 def _missing_column(
     path: str | Path, column: str, present: Sequence[str], where: str = ""
-) -> ValueError:
-    return ValueError(
+) -> DataError:
+    return DataError(
         f"{path}{where}: no column {column!r}; columns present: "
         f"{', '.join(map(str, present)) or '(none)'}"
     )

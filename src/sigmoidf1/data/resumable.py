@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from sigmoidf1.utils.errors import ConfigError
+
 _MIX = (
     0x9E3779B97F4A7C15  # 64-bit golden-ratio constant: spreads (seed, epoch) over generator seeds
 )
@@ -131,7 +133,7 @@ class ResumableDataLoader(DataLoader):
             if isinstance(self.sampler, EpochShuffleSampler):
                 self.sampler.seed = stored_seed
         elif stored_seed != self.seed:
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint's data order was seeded with {state['seed']} but this run uses "
                 f"{self.seed}: resume with the same seed (the `seed` key) to continue the same "
                 "order"

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sized
 
 from torch.utils.data import DistributedSampler
 
+from sigmoidf1.utils.errors import ConfigError
+
 
 class UnrepeatedDistributedSampler(DistributedSampler):
     """Rank ``r`` of ``num_replicas`` yields ``r, r + num_replicas, ...`` (no shuffle, no padding).
@@ -58,7 +60,7 @@ def check_even_batches(num_examples: int, batch_size: int, world_size: int, spli
         if num_examples % b == 0 or num_examples % b >= world_size
     ]
     nearest = sorted(candidates, key=lambda b: (abs(b - global_batch), b))[:3]
-    raise ValueError(
+    raise ConfigError(
         f"the {split} split has {num_examples} examples: with a global evaluation batch size of "
         f"{global_batch} on {world_size} processes its last batch holds {remainder} example(s), "
         f"fewer than the processes, so the processes would run different numbers of steps (and "

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sigmoidf1.utils.errors import ConfigError
+from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.files import atomic_write, atomic_write_text
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.pretrained import resolve_pretrained
@@ -150,7 +150,7 @@ class PretrainedTokenizer:
                 f"holding tokenizer files (tokenizer.json ...) or a reachable hub name ({error})"
             ) from error
         if self.tokenizer.pad_token_id is None:
-            raise ValueError(f"the tokenizer of {name_or_path!r} has no padding token")
+            raise ConfigError(f"the tokenizer of {name_or_path!r} has no padding token")
         self.name_or_path = str(name_or_path)
         self.max_length = max_length
         self.pad_id = int(self.tokenizer.pad_token_id)
@@ -244,7 +244,7 @@ class TokenizedTexts(Dataset):
         self, ids: Tensor, offsets: Tensor, pad_id: int, targets: Tensor | None = None
     ) -> None:
         if targets is not None and len(targets) != len(offsets) - 1:
-            raise ValueError(f"{len(offsets) - 1} texts but {len(targets)} target rows")
+            raise DataError(f"{len(offsets) - 1} texts but {len(targets)} target rows")
         self.ids, self.offsets, self.pad_id, self.targets = ids, offsets, int(pad_id), targets
 
     def __len__(self) -> int:

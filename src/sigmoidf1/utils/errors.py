@@ -21,6 +21,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 EXIT_ERROR = 1  # bad data, bad checkpoint, diverged training
 EXIT_CONFIG = 2  # bad configuration value (the usual exit code of command-line usage errors)
@@ -75,17 +76,19 @@ def describe(error: BaseException) -> tuple[str, int] | None:
     from omegaconf.errors import MissingMandatoryValue
 
     if isinstance(error, InstantiationException):
-        # Hydra wraps whatever a constructor raised; the inner message is the useful one
-        cause = error.__cause__
-        if cause is not None and not isinstance(cause, _CONSTRUCTOR_REFUSALS + _user_error_types()):
-            return None  # e.g. an AttributeError inside a constructor: a bug, keep the traceback
+        # Hydra wraps whatever a constructor raised (twice when the module builds its loss): the
+        # innermost message is the useful one, the outermost key says where in the config
+        cause = innermost_cause(error)
+        if isinstance(cause, UserError):  # already names what is wrong and where
+            return str(cause), cause.exit_code
+        if not isinstance(cause, _CONSTRUCTOR_REFUSALS + _user_error_types()):
+            return None  # e.g. a RuntimeError inside a constructor: a bug, keep the traceback
         text = str(error)
         key = re.search(r"full_key:\s*(\S+)", text)
         target = re.search(r"target '([^']+)'", text)
-        inner = f"{cause}" if cause is not None else text.splitlines()[-1]
         where = f"`{key.group(1)}`" if key else "the config"
         made = f" ({target.group(1)})" if target else ""
-        return f"invalid config in {where}{made}: {inner}", EXIT_CONFIG
+        return f"invalid config in {where}{made}: {cause}", EXIT_CONFIG
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a required key"
         return (
@@ -107,6 +110,30 @@ def describe(error: BaseException) -> tuple[str, int] | None:
             message = f"{message}: {error.filename}"
         return message, code
     return None
+
+
+def config_section(section: str, config: Any) -> Any:
+    """``hydra.utils.instantiate(config)``; a constructor's refusal becomes a ``ConfigError``
+    naming ``section`` (the config key the user sets), a bug keeps its exception."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(config)
+    except InstantiationException as error:
+        cause = innermost_cause(error)
+        if isinstance(cause, _CONSTRUCTOR_REFUSALS + (UserError,)):
+            raise ConfigError(f"invalid config in `{section}`: {cause}") from error
+        raise
+
+
+def innermost_cause(error: BaseException) -> BaseException:
+    """The exception at the bottom of Hydra's ``InstantiationException`` wrappers."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _log_traceback_to_files(error: BaseException) -> None:
@@ -168,8 +195,10 @@ def report_errors() -> Iterator[None]:
         sys.exit(EXIT_SIGINT)
     except Exception as error:
         described = describe(error)
-        if described is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if described is None:  # a bug: Hydra prints the traceback of what is raised here
+            raise innermost_cause(error) from None  # not Hydra's wrapper: it hides the traceback
         message, code = described
         print_error(message)
         _log_traceback_to_files(error)

@@ -145,7 +145,7 @@ def test_no_secret_reaches_the_run_directory(workdir):
         for path in files:
             assert secret.encode() not in path.read_bytes(), f"{secret} found in {path}"
     stored = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert stored["sigmoidf1"]["config"]["notes"] == {
+    assert stored["hyper_parameters"]["run_config"]["notes"] == {
         "api_key": MASK,
         "comment": f"token {MASK}",
         "hf_token": MASK,

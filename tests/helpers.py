@@ -145,3 +145,16 @@ def check_report_of_a_yeast_run(run_dir: Path) -> None:
         k = int(c["labels_per_example"])
         assert int(c["examples_true"]) == int((targets.sum(1) == k).sum())
         assert int(c["examples_predicted"]) == int((decisions.sum(1) == k).sum())
+
+
+class NonFiniteInputsOnRank(L.Callback):
+    """Replace the inputs of the training batch at global step ``step`` with NaN, on ``rank`` only:
+    a divergence that one process of a distributed run sees first."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank = rank
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            batch[0].fill_(float("nan"))

@@ -310,3 +310,28 @@ def test_ddp_batch_size_not_divisible_fails_clearly(workdir):
     )
     assert result.returncode != 0
     assert "batch size 65 is not divisible by the world size 2" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_process_stops_every_process_with_the_same_message(workdir):
+    """Rank 1 alone gets NaN inputs at step 2; both processes must stop (no hang: run_cli's
+    timeout would fail the test) and say why, and no checkpoint with NaN weights is written."""
+    result = run_cli(
+        "train",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=2",
+        "+callbacks.nan._target_=tests.helpers.NonFiniteInputsOnRank",
+        "+callbacks.nan.rank=1",
+        "+callbacks.nan.step=2",
+        *QUIET_DDP,
+        cwd=workdir,
+        check=False,
+        timeout=300,
+        env={"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "non-finite training loss at global step 3 on at least one process" in output
+    assert "Traceback" not in output
+    assert not list((workdir / "logs").rglob("*.ckpt"))

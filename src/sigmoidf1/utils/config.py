@@ -26,8 +26,18 @@ _HARMLESS_WARNINGS = (
     r".*does not have many workers.*",
     r".*The number of training batches.*is smaller than the logging interval.*",
     r".*Checkpoint directory.*exists and is not empty.*",
+    # the CSV logger writes metrics.csv and hparams.yaml into the fresh run directory, which Hydra
+    # has already filled (.hydra/, the log): nothing is deleted, whatever the warning says
+    r".*Experiment logs directory.*exists and is not empty.*",
     r".*isinstance\(treespec, LeafSpec\).*is deprecated.*",
 )
+
+
+class _DropPromotion(logging.Filter):
+    """Lightning 2.6 logs an advertisement for a cloud service at the start of every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
 
 
 def route_lightning_logs_through_root() -> None:
@@ -40,6 +50,9 @@ def route_lightning_logs_through_root() -> None:
                 handler, logging.FileHandler
             ):
                 logger.removeHandler(handler)
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropPromotion) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_DropPromotion())
         logger.propagate = True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
@@ -310,3 +311,33 @@ def test_optuna_sweep_runs_two_trials_each_in_its_own_wandb_run(workdir, monkeyp
         best["model"]["optimizer"]["lr"]
     )
     assert result.stdout.count("Run directory:") == 2
+
+
+@pytest.mark.slow
+def test_optuna_sweep_returns_each_trials_best_epoch_not_its_last(workdir):
+    """Early stopping ends a run up to `patience` epochs after its best one: the objective a
+    search sees must be the best epoch's value, as logged in metrics.csv."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    run_cli(
+        "train",
+        "-m",
+        "hparams_search=yeast_optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=3",
+        "callbacks.per_label_report=null",
+        "test=false",
+        *QUIET,
+        cwd=workdir,
+    )
+    (sweep_dir,) = (workdir / "logs" / "train" / "multiruns").iterdir()
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    best_per_trial = []
+    for job in ("0", "1"):
+        with open(sweep_dir / job / "metrics.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        values = [float(r["val/f1_macro"]) for r in rows if r.get("val/f1_macro")]
+        logged_best = [float(r["val/f1_macro_best"]) for r in rows if r.get("val/f1_macro_best")]
+        assert len(values) == 3 and len(logged_best) == 3
+        assert logged_best == [max(values[: i + 1]) for i in range(3)]  # the running maximum
+        best_per_trial.append(max(values))
+    assert results["best_value"] == pytest.approx(max(best_per_trial), abs=1e-6)

@@ -74,9 +74,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = instantiate_dict(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    callbacks += wandb_callbacks(
-        loggers
-    )  # the W&B run id goes into checkpoints (resume continues it)
+    # the W&B run id goes into checkpoints (a resume continues the run); its summary keeps the best
+    metric, mode = cfg.get("optimized_metric"), cfg.get("optimized_mode", "max")
+    callbacks += wandb_callbacks(loggers, metric, mode)
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

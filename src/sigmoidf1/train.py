@@ -11,12 +11,14 @@ from sigmoidf1.utils.errors import report_errors
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Return the optimised metric so that Hydra sweepers (Optuna) can use it."""
+    """Return the best epoch's value of ``optimized_metric`` (``<name>_best``, logged by
+    ``callbacks.best_metric``; the last value without that callback) for Hydra sweepers."""
     with report_errors():  # user errors: a short message and exit code 1/2, no traceback
         from sigmoidf1.pipeline import train  # heavy imports stay off the `--help` path
 
         metrics = train(cfg)
-        return metrics.get(cfg.get("optimized_metric"))
+        name = cfg.get("optimized_metric")
+        return metrics.get(f"{name}_best", metrics.get(name))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Lightning callbacks: exact resume (random states, best-checkpoint record), the interrupt
-checkpoint, threshold tuning (``thresholds``), the per-label test report (``report``), and the W&B
-run id stored in checkpoints."""
+"""Lightning callbacks: the best value of the monitored metric (``best``), exact resume (random
+states, best-checkpoint record), the interrupt checkpoint, threshold tuning (``thresholds``), the
+per-label test report (``report``)."""
 
+from sigmoidf1.callbacks.best import BestMetric
 from sigmoidf1.callbacks.interrupt import InterruptCheckpoint
 from sigmoidf1.callbacks.resume import ModelCheckpoint, RestoreRandomState
 
-__all__ = ["InterruptCheckpoint", "ModelCheckpoint", "RestoreRandomState"]
+__all__ = ["BestMetric", "InterruptCheckpoint", "ModelCheckpoint", "RestoreRandomState"]

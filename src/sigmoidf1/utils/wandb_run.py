@@ -183,8 +183,27 @@ class RunIdInCheckpoint(L.Callback):
             }
 
 
-def wandb_callbacks(loggers: list[Any]) -> list[L.Callback]:
+class SummarizeBest(L.Callback):
+    """Make the W&B run summary hold the best value of ``metric`` (``define_metric(summary=...)``),
+    not the last one, so that the runs table and sweeps compare runs by their best epoch."""
+
+    def __init__(self, logger: Any, metric: str, mode: str) -> None:
+        self.logger, self.metric, self.mode = logger, metric, mode
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.logger.experiment.define_metric(self.metric, summary=self.mode)
+
+
+def wandb_callbacks(
+    loggers: list[Any], metric: str | None = None, mode: str = "max"
+) -> list[L.Callback]:
     """Callbacks that the W&B loggers among ``loggers`` need (added by the pipeline)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    return [RunIdInCheckpoint(logger) for logger in loggers if isinstance(logger, WandbLogger)]
+    callbacks: list[L.Callback] = []
+    for logger in (logger for logger in loggers if isinstance(logger, WandbLogger)):
+        callbacks.append(RunIdInCheckpoint(logger))
+        if metric:
+            callbacks.append(SummarizeBest(logger, metric, mode))
+    return callbacks

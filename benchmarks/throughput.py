@@ -87,6 +87,23 @@ class ThroughputProbe(Callback):
 
 
 # --- the plain loop (runs in its own process: --plain-worker) -------------------------------------
+def data_and_model(cfg):
+    """The DataModule (set up) and the model, built as ``sigmoidf1-train`` builds them."""
+    import hydra
+
+    from sigmoidf1.pipeline import setup_datamodule
+
+    datamodule = setup_datamodule(cfg.data)
+    model = hydra.utils.instantiate(
+        cfg.model,
+        label_names=datamodule.label_names,
+        backbone_inputs=datamodule.backbone_inputs,
+        loss=cfg.loss,
+        _recursive_=False,
+    )
+    return datamodule, model
+
+
 def compose(overrides: Sequence[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -103,12 +120,10 @@ def plain_worker(overrides: Sequence[str], epochs: int, with_metrics: bool, out:
     import torch
 
     from sigmoidf1.metrics import build_metrics
-    from sigmoidf1.pipeline import build_model, setup_datamodule
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = setup_datamodule(cfg.data)
-    model = build_model(cfg, datamodule)
+    datamodule, model = data_and_model(cfg)
     optimizer = model.configure_optimizers()
     loss_fn = model.loss_fn
     metrics = build_metrics(len(datamodule.label_names), "train/") if with_metrics else None
@@ -199,12 +214,10 @@ def metric_update_cost(overrides: list[str], repeats: int = 200) -> dict[str, fl
     import torch
 
     from sigmoidf1.metrics import build_metrics
-    from sigmoidf1.pipeline import build_model, setup_datamodule
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed)
-    datamodule = setup_datamodule(cfg.data)
-    model = build_model(cfg, datamodule)
+    datamodule, model = data_and_model(cfg)
     optimizer = model.configure_optimizers()
     inputs, targets = next(iter(datamodule.train_dataloader()))
     metrics = build_metrics(len(datamodule.label_names), "train/")

@@ -6,7 +6,6 @@ that the test can tell a safe strategy from an unsafe one.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
@@ -118,13 +117,9 @@ def test_tuned_thresholds_never_lose_to_the_fixed_one_on_test_data(seed):
 
 
 # --- config --------------------------------------------------------------------------------------
-def test_tuned_config_composes_with_the_strategy_keys_and_the_class_defaults(tmp_path: Path):
+def test_tuned_config_instantiates_and_its_strategy_keys_reach_the_callback(tmp_path: Path):
     cfg = compose_train(["callbacks=tuned"], tmp_path)
-    callback = instantiate(cfg.callbacks.threshold_tuning)
-    assert isinstance(callback, ThresholdTuning)
-    defaults = inspect.signature(ThresholdTuning).parameters
-    for key in ("mode", "min_positives", "shrinkage", "max_abs_logit", "chunk_labels"):
-        assert getattr(callback, key) == defaults[key].default, key
+    assert isinstance(instantiate(cfg.callbacks.threshold_tuning), ThresholdTuning)
 
     cfg = compose_train(
         [

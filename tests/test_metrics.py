@@ -7,19 +7,7 @@ import pytest
 import torch
 
 from sigmoidf1.metrics import METRIC_NAMES, build_metrics, shift_to_threshold
-
-DESIGN_NAMES = {
-    "f1_micro",
-    "f1_macro",
-    "f1_weighted",
-    "f1_samples",
-    "precision_macro",
-    "recall_macro",
-    "map_macro",
-    "hamming",
-    "exact_match",
-    "card_mae",
-}
+from tests.conftest import DESIGN_NAMES
 
 
 def reference(probs: np.ndarray, target: np.ndarray) -> dict[str, float]:

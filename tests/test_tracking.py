@@ -157,7 +157,7 @@ def test_wandb_sweep_drives_the_train_entry_point_with_valid_overrides(tmp_path)
     from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
     sweep = yaml.safe_load((REPO_ROOT / "sweeps" / "wandb_yeast.yaml").read_text())
-    assert sweep["metric"] == {"name": "val/f1_macro", "goal": "maximize"}
+    assert sweep["metric"] == {"name": "val/f1_macro_best", "goal": "maximize"}  # the best epoch
     sample = {"loss.beta": 3.5, "loss.eta": -0.25, "model.optimizer.lr": 0.002}
     assert set(sweep["parameters"]) == set(sample)
     # what `wandb agent` runs: the command with its macros expanded as the agent expands them
@@ -302,8 +302,8 @@ def test_optuna_sweep_runs_two_trials_each_in_its_own_wandb_run(workdir, monkeyp
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     runs = [read_offline_run(d) for job in ("0", "1") for d in offline_run_dirs(sweep_dir / job)]
     assert len(runs) == 2 and runs[0].run_id != runs[1].run_id  # wandb.finish() between the jobs
-    # one epoch per trial: the summary's (last) value is the one train.py returned
-    returned = [run.summary["val/f1_macro"] for run in runs]
+    # the summary keeps the best epoch (define_metric(summary="max")): what train.py returned
+    returned = [run.summary["val/f1_macro"]["max"] for run in runs]
     assert results["best_value"] == pytest.approx(max(returned), rel=1e-6)
     best = runs[returned.index(max(returned))].config
     assert results["best_params"]["loss.beta"] == pytest.approx(best["loss"]["beta"])

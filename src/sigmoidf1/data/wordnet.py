@@ -23,8 +23,8 @@ are dropped and counted in the log. The splits are random (``val_fraction``, ``t
 
 Counts on the real package: 82,192 noun synsets, 82,191 with at least one ancestor; 17,161 labels
 (3,634 with >= 10 examples, 962 with >= 50), 9.05 labels per example; ``entity.n.01`` is on every
-example. With the defaults (``drop_universal_labels=true``): 17,160 labels, 82,188 examples (the
-three children of ``entity`` are left without a label), 8.05 labels per example.
+example (the defaults keep them all). With ``drop_universal_labels=true``: 17,160 labels, 82,188
+examples (the three children of ``entity`` are left without a label), 8.05 labels per example.
 
 The parsed examples are cached in ``<data_dir>/wordnet/examples-<key>.pt`` (key: the tarball's
 integrity and the options), so a second ``setup`` skips the parsing; tokens are cached by the text
@@ -277,7 +277,7 @@ def build_examples(
     synsets: dict[int, NounSynset],
     names: dict[int, str],
     min_label_count: int = 1,
-    drop_universal_labels: bool = True,
+    drop_universal_labels: bool = False,
 ) -> WordNetExamples:
     """Glosses and ancestor labels (see the module docstring); logs what the filters dropped."""
     ancestors = ancestor_sets(synsets)
@@ -355,7 +355,7 @@ class WordNetDataModule(TextDataModule):
         url: str | None = None,
         integrity: str | None = INTEGRITY,
         min_label_count: int = 1,
-        drop_universal_labels: bool = True,
+        drop_universal_labels: bool = False,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         **kwargs,

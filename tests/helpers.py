@@ -147,6 +147,13 @@ def check_report_of_a_yeast_run(run_dir: Path) -> None:
         assert int(c["examples_predicted"]) == int((decisions.sum(1) == k).sum())
 
 
+class RaiseValueErrorAtTrainStart(L.Callback):
+    """A bug that happens to be a ``ValueError``: it must keep its traceback."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        raise ValueError("a bug deep inside a callback")
+
+
 class NonFiniteInputsOnRank(L.Callback):
     """Replace the inputs of the training batch at global step ``step`` with NaN, on ``rank`` only:
     a divergence that one process of a distributed run sees first."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from sigmoidf1.data.yeast import river_yeast_path
-from tests.conftest import QUIET, run_cli
+from tests.conftest import QUIET, REPO_ROOT, run_cli
 
 
 def yeast_rows(n: int = 40) -> tuple[list[str], list[list[str]]]:
@@ -43,9 +44,9 @@ def fails(result, exit_code: int, *fragments: str) -> str:
     return errors[-1]
 
 
-def train(workdir: Path, *overrides: str):
+def train(workdir: Path, *overrides: str, env: dict | None = None):
     """The real CLI in a subprocess."""
-    return run_cli("train", *QUIET, *overrides, cwd=workdir, check=False)
+    return run_cli("train", *QUIET, *overrides, cwd=workdir, check=False, env=env)
 
 
 # --- subprocess: the real exit codes --------------------------------------------------------------
@@ -71,6 +72,18 @@ def test_unexpected_errors_keep_their_traceback(workdir):
     result = train(workdir, "model.backbone.hidden_sizes=[-5]")
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "negative dimension" in result.stderr
+    assert not any(line.startswith("error:") for line in result.stderr.splitlines())
+
+
+@pytest.mark.slow
+def test_a_bare_value_error_at_run_time_is_a_bug_and_keeps_its_traceback(workdir):
+    result = train(
+        workdir,
+        "+callbacks.bug._target_=tests.helpers.RaiseValueErrorAtTrainStart",
+        env={"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "a bug deep inside a callback" in result.stderr
     assert not any(line.startswith("error:") for line in result.stderr.splitlines())
 
 

@@ -120,6 +120,10 @@ def test_resume_refuses_a_changed_seed_and_names_the_keys(workdir):
     assert refused.returncode == 1, output[-3000:]
     assert "data.seed: 42 -> 1" in output and "resume_check=false" in output
     assert "Traceback" not in output
+    # the refused run leaves no run directory behind: only the first run's remains
+    assert [p.name for p in (workdir / "logs" / "train" / "runs").iterdir()] == [
+        last.parents[1].name
+    ]
 
 
 def test_a_training_step_between_logging_steps_never_reads_a_tensor_on_the_host(monkeypatch):

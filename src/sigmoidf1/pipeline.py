@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from sigmoidf1.checkpoints import (
@@ -29,7 +33,7 @@ from sigmoidf1.checkpoints import (
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
 from sigmoidf1.utils.ddp_relaunch import one_job_per_launch
-from sigmoidf1.utils.errors import CheckpointError, ConfigError
+from sigmoidf1.utils.errors import CheckpointError, ConfigError, describe
 from sigmoidf1.utils.instantiate import instantiate_dict
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.results import print_metrics_table, scalar_metrics, write_json
@@ -96,6 +100,26 @@ def report_early_stop(trainer: L.Trainer) -> None:
                 f"Early stopping after epoch {callback.stopped_epoch}: {callback.monitor} did not "
                 f"improve for {callback.patience} validation epochs (best {float(best):.4f})"
             )
+
+
+# What a run directory holds before anything has run: Hydra's files and the logs.
+STARTUP_FILES = {".hydra", "config_tree.log"}
+
+
+@contextmanager
+def discard_run_dir_if_refused(output_dir: Path) -> Iterator[None]:
+    """Remove this run's directory when the run is refused before it starts (a user error: bad
+    config, data file or checkpoint), so that refused runs leave no empty run directories. The
+    error line still reaches the console; a directory holding anything else is kept."""
+    try:
+        yield
+    except Exception as error:
+        refused = describe(error) is not None
+        if refused and rank_zero_only.rank == 0 and output_dir.is_dir():
+            names = {path.name for path in output_dir.iterdir()}
+            if all(name in STARTUP_FILES or name.endswith(".log") for name in names):
+                shutil.rmtree(output_dir, ignore_errors=True)
+        raise
 
 
 def check_strategy(cfg: DictConfig) -> None:
@@ -225,21 +249,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Writes ``<run dir>/test_metrics.json`` and logs the run directory as its last line.
     """
     apply_extras(cfg)
-    check_strategy(cfg)
+    with discard_run_dir_if_refused(Path(cfg.paths.output_dir)):
+        check_strategy(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     set_matmul_precision(cfg.get("float32_matmul_precision"))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path") if cfg.get("train", True) else None
-    if ckpt_path:  # fail early, with a clear message, on a missing, unusable or mismatched file
-        resumed = read_checkpoint(ckpt_path)
-        if cfg.get("resume_check", True):
-            check_resume(resumed, cfg, str(ckpt_path))
-        resumed = {key: resumed.get(key) for key in ("epoch", "global_step")}
-
-    datamodule = setup_datamodule(cfg.data)
-    model = build_model(cfg, datamodule)
-    trainer = build_trainer(cfg)
+    with discard_run_dir_if_refused(output_dir):
+        if ckpt_path:  # fail early, with a clear message, on a missing, unusable or mismatched file
+            resumed = read_checkpoint(ckpt_path)
+            if cfg.get("resume_check", True):
+                check_resume(resumed, cfg, str(ckpt_path))
+            resumed = {key: resumed.get(key) for key in ("epoch", "global_step")}
+        datamodule = setup_datamodule(cfg.data)
+        model = build_model(cfg, datamodule)
+        trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(model.hparams.run_config)
 

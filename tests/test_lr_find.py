@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sigmoidf1.pipeline import find_learning_rate
+from sigmoidf1.lr_find import find_learning_rate
 from sigmoidf1.utils.errors import ConfigError
 from tests.conftest import QUIET, compose_train, read_json, run_cli, run_dir_from_output
 

@@ -56,6 +56,28 @@ def test_missing_data_file_is_named(workdir):
     fails(train(workdir, f"data.path={missing}"), 1, "not found", str(missing))
 
 
+@pytest.mark.parametrize(
+    ("entry", "overrides", "exit_code", "fragments"),
+    [
+        ("predict", [], 2, ["missing required value", "ckpt_path"]),
+        ("predict", ["ckpt_path=nothing.ckpt", "input=rows.csv"], 1, ["ckpt_path not found"]),
+        ("eval", ["ckpt_path=nothing.ckpt"], 1, ["ckpt_path not found", "nothing.ckpt"]),
+        ("train", ["model/backbone=transformer"], 2, ["model.backbone.model_name_or_path"]),
+    ],
+)
+def test_argument_errors_are_reported_before_torch_is_imported(
+    workdir, entry, overrides, exit_code, fragments
+):
+    """A command line that cannot work is refused in about a second: `-X importtime` lists every
+    module the process imported, and torch is not among them."""
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    result = run_cli(entry, *overrides, cwd=workdir, check=False, env=env)
+    fails(result, exit_code, *fragments)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "hydra" in imported  # the import trace is there
+    assert "torch" not in imported and "lightning" not in imported
+
+
 @pytest.mark.slow
 def test_batch_size_larger_than_the_dataset(workdir):
     fails(

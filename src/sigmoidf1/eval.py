@@ -6,12 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from sigmoidf1 import CONFIG_DIR
-from sigmoidf1.utils.errors import report_errors
+from sigmoidf1.utils.errors import check_arguments, report_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     with report_errors():
+        check_arguments(cfg, files=("ckpt_path",))  # before torch is imported
         from sigmoidf1.pipeline import evaluate  # heavy imports stay off the `--help` path
 
         evaluate(cfg)

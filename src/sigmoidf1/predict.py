@@ -10,12 +10,13 @@ import hydra
 from omegaconf import DictConfig
 
 from sigmoidf1 import CONFIG_DIR
-from sigmoidf1.utils.errors import report_errors
+from sigmoidf1.utils.errors import check_arguments, report_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     with report_errors():
+        check_arguments(cfg, files=("ckpt_path", "input"))  # before torch is imported
         from sigmoidf1.inference import predict  # heavy imports stay off the `--help` path
 
         predict(cfg)

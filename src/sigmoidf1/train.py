@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sigmoidf1 import CONFIG_DIR
-from sigmoidf1.utils.errors import report_errors
+from sigmoidf1.utils.errors import check_arguments, report_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -14,6 +14,7 @@ def main(cfg: DictConfig) -> float | None:
     """Return the best epoch's value of ``optimized_metric`` (``<name>_best``, logged by
     ``callbacks.best_metric``; the last value without that callback) for Hydra sweepers."""
     with report_errors():  # user errors: a short message and exit code 1/2, no traceback
+        check_arguments(cfg, files=("ckpt_path",))  # before torch is imported
         from sigmoidf1.pipeline import train  # heavy imports stay off the `--help` path
 
         metrics = train(cfg)

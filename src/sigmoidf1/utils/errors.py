@@ -49,10 +49,22 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded (names the file)."""
 
 
+def _loaded(module: str, name: str) -> type[BaseException] | None:
+    """``module.name`` when ``module`` is already imported, else ``None``: an exception type of a
+    library that was never imported cannot have been raised, and importing Lightning only to
+    test for its exceptions would cost seconds on the argument-error path."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def _misconfiguration() -> tuple[type[BaseException], ...]:
+    found = _loaded("lightning.fabric.utilities.exceptions", "MisconfigurationException")
+    return (found,) if found is not None else ()
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Errors that describe the user's input. A bare ``ValueError`` is not among them: raised
     outside a constructor that Hydra calls with config values, it is more likely a bug."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import MissingMandatoryValue
 
     return (
@@ -61,8 +73,8 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         NotADirectoryError,
         IsADirectoryError,
         FloatingPointError,
-        MisconfigurationException,
         MissingMandatoryValue,
+        *_misconfiguration(),
     )
 
 
@@ -96,10 +108,8 @@ def describe(error: BaseException) -> tuple[str, int] | None:
             EXIT_CONFIG,
         )
     if isinstance(error, _user_error_types()):
-        from lightning.fabric.utilities.exceptions import MisconfigurationException
-
         code = getattr(error, "exit_code", EXIT_ERROR)
-        if isinstance(error, MisconfigurationException):
+        if isinstance(error, _misconfiguration()):
             code = EXIT_CONFIG
         message = str(error) or type(error).__name__
         if (
@@ -110,6 +120,24 @@ def describe(error: BaseException) -> tuple[str, int] | None:
             message = f"{message}: {error.filename}"
         return message, code
     return None
+
+
+def check_arguments(cfg: Any, files: tuple[str, ...] = ()) -> None:
+    """Refuse a command line that cannot work before anything heavy is imported (torch and
+    Lightning take seconds): a required value left unset (``???``) anywhere in ``cfg``, or a path
+    among the top-level keys ``files`` that is set but does not exist."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        error = MissingMandatoryValue(f"Missing mandatory value: {missing[0]}")
+        error.full_key = missing[0]
+        raise error
+    for key in files:
+        value = cfg.get(key)
+        if value is not None and not os.path.exists(str(value)):
+            raise FileNotFoundError(f"{key} not found: {value}")
 
 
 def config_section(section: str, config: Any) -> Any:
@@ -179,11 +207,13 @@ def report_errors() -> Iterator[None]:
     In a multirun the error is re-raised after the message so that the sweeper decides what to
     do with the failed job; ``HYDRA_FULL_ERROR=1`` re-raises everything with its traceback.
     """
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     try:
         yield
-    except SIGTERMException:
+    except SystemExit as exit_:
+        # Lightning's SIGTERMException is a SystemExit; looked up only if Lightning was imported
+        sigterm = _loaded("lightning.pytorch.utilities.exceptions", "SIGTERMException")
+        if sigterm is None or not isinstance(exit_, sigterm):
+            raise
         from sigmoidf1.utils.interruption import last_signal, saved_checkpoint
 
         name = last_signal() or "SIGTERM"

@@ -13,7 +13,10 @@ bar,
 - ``plain``: a hand-written loop (``forward, loss, zero_grad, backward, step``) over the same
   DataModule's train loader, on the model the config builds (``--plain-worker``);
 - ``plain+metrics``: the same loop plus the template's training ``MetricCollection`` (update every
-  step on sigmoid probabilities, compute and reset at epoch end): the cost of the metrics alone.
+  step on sigmoid probabilities, compute and reset at epoch end): the cost of the metrics alone;
+- ``lightning``: the same model and loss in a minimal ``LightningModule`` (``training_step`` returns
+  the loss, nothing logged) under a bare ``Trainer`` (no logger, checkpointing, progress bar or
+  validation): what Lightning itself costs, so that the template's own share can be told apart.
 
 Throughput is training examples per second over the epochs after the first (warm-up), counting
 ``steps`` (first batch fetched to last optimizer step done) and, for the template, the ``epoch``
@@ -151,6 +154,40 @@ def plain_worker(overrides: Sequence[str], epochs: int, with_metrics: bool, out:
     out.write_text(json.dumps(records))
 
 
+def lightning_worker(overrides: Sequence[str], epochs: int, out: Path) -> None:
+    """Train ``epochs`` epochs of the config's model and loss under a bare Lightning ``Trainer``."""
+    import lightning as L
+
+    cfg = compose(overrides)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = data_and_model(cfg)
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def training_step(self, batch, batch_idx):
+            inputs, targets = batch
+            return self.net.loss_fn(self.net(inputs), targets)
+
+        def configure_optimizers(self):
+            return self.net.configure_optimizers()
+
+    probe = ThroughputProbe(str(out))
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[probe],
+    )
+    trainer.fit(Bare(), train_dataloaders=datamodule.train_dataloader())
+
+
 # --- the driver ---------------------------------------------------------------------------------
 def train_command() -> list[str]:
     script = Path(sys.executable).with_name("sigmoidf1-train")
@@ -195,6 +232,7 @@ def run_variant(kind: str, overrides: list[str], epochs: int, env: dict, tmp: Pa
             str(out),
         ]
         command += ["--with-metrics"] if kind == "plain+metrics" else []
+        command += ["--lightning"] if kind == "lightning" else []
         command += ["--overrides", *overrides]
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -309,21 +347,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     # internal: the plain loop's own process
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-metrics", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--lightning", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.plain_worker and args.lightning:
+        lightning_worker(args.overrides, args.epochs, args.out)
+        return 0
     if args.plain_worker:
         plain_worker(args.overrides, args.epochs, args.with_metrics, args.out)
         return 0
 
     overrides = [f"data={args.dataset}", f"loss={args.loss}", "seed=0", *args.overrides]
-    variants = ["template", "plain", "plain+metrics"]
+    variants = ["template", "lightning", "plain", "plain+metrics"]
     results: dict[str, list[list[dict]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="sigmoidf1-throughput-") as tmp_name:
         tmp = Path(tmp_name)
         env = environment(args.threads, REPO_ROOT)
         for round_index in range(args.rounds):
-            order = variants[round_index % 3 :] + variants[: round_index % 3]
+            shift = round_index % len(variants)
+            order = variants[shift:] + variants[:shift]
             for kind in order:
                 epochs = run_variant(kind, overrides, args.epochs, env, tmp)
                 results[kind].append(epochs)
@@ -348,6 +391,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, runs in results.items()
     }
     plain = summary["plain"]["steps_s"]
+
+    def per_round(kind: str, key: str, reference: str) -> list[float]:
+        """``kind``'s examples/s over ``reference``'s steps, round by round (the spread)."""
+        return [
+            round(examples_per_s(a, key) / examples_per_s(b, "steps_s"), 3)
+            for a, b in zip(results[kind], results[reference], strict=True)
+        ]
+
     report = {
         "command": "python benchmarks/throughput.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -363,6 +414,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio_template_steps_to_plain": summary["template"]["steps_s"] / plain,
         "ratio_template_epoch_to_plain": summary["template"]["epoch_s"] / plain,
         "ratio_plain_with_metrics_to_plain": summary["plain+metrics"]["steps_s"] / plain,
+        "ratio_lightning_epoch_to_plain": summary["lightning"]["epoch_s"] / plain,
+        "ratio_template_epoch_to_lightning_epoch": summary["template"]["epoch_s"]
+        / summary["lightning"]["epoch_s"],
+        "per_round": {
+            "template_steps_to_plain": per_round("template", "steps_s", "plain"),
+            "template_epoch_to_plain": per_round("template", "epoch_s", "plain"),
+            "lightning_epoch_to_plain": per_round("lightning", "epoch_s", "plain"),
+            "plain_with_metrics_to_plain": per_round("plain+metrics", "steps_s", "plain"),
+        },
         "per_step": per_step,
         "startup_s": startup,
     }

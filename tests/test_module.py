@@ -168,3 +168,26 @@ def test_a_non_finite_loss_stops_training_on_a_logging_step():
     inputs = torch.full((4, 5), float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite training loss at global step 0"):
         model.training_step((inputs, torch.ones(4, 3)), 0)
+
+
+def test_the_epoch_loss_is_the_mean_over_examples_of_the_batch_losses():
+    """Batches of 16 and 4 examples: the logged epoch loss weighs each batch loss by its size."""
+    import lightning as L
+
+    model = small_model()
+    model.trainer = L.Trainer(
+        logger=False,
+        log_every_n_steps=50,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    batches = [
+        (torch.randn(16, 5), torch.randint(0, 2, (16, 3)).float()),
+        (torch.randn(4, 5), torch.randint(0, 2, (4, 3)).float()),
+    ]
+    model.on_train_epoch_start()
+    losses = [model.training_step(batch, step).detach() for step, batch in enumerate(batches)]
+    model._loss_updates["train"].flush()
+    expected = (16 * losses[0] + 4 * losses[1]) / 20
+    torch.testing.assert_close(model.train_loss.compute(), expected)

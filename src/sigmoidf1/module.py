@@ -110,14 +110,19 @@ class MultilabelClassifier(L.LightningModule):
         self.loss_fn = config_section("loss", hp.loss)
         num_labels = len(self.label_names)
         self.register_buffer("thresholds", torch.full((num_labels,), hp.threshold))
-        self._metric_updates = {}
+        self._metric_updates, self._loss_updates = {}, {}
         for stage in STAGES:  # attributes `train_metrics`, `train_loss`, `val_metrics` ...
             metrics = build_metrics(num_labels, f"{stage}/", ap_thresholds)
             setattr(self, f"{stage}_metrics", metrics)
             self._metric_updates[stage] = ChunkedUpdates(metrics)
             # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean
-            # truncates the averaged batch size to an integer when ranks' batches differ in size)
-            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
+            # truncates the averaged batch size to an integer when ranks' batches differ in size);
+            # fed with (batch loss, batch size) pairs in chunks, like the metrics. The NaN strategy
+            # "replace NaN by NaN" keeps a diverged epoch visible; "disable" would drop the batch
+            # sizes (torchmetrics #3434: it replaces the weights by ones)
+            loss_mean = MeanMetric(nan_strategy=float("nan"))
+            setattr(self, f"{stage}_loss", loss_mean)
+            self._loss_updates[stage] = ChunkedUpdates(loss_mean)
 
     # --- forward and steps ----------------------------------------------------------------------
     def forward(self, inputs: Tensor | dict[str, Tensor]) -> Tensor:
@@ -135,7 +140,7 @@ class MultilabelClassifier(L.LightningModule):
         logits = self(inputs)
         loss = self.loss_fn(logits, targets)
         batch_size = targets.shape[0]
-        getattr(self, f"{stage}_loss").update(loss.detach(), batch_size)
+        self._loss_updates[stage].add(loss.detach().reshape(1), loss.new_full((1,), batch_size))
         if stage == "train" and self._is_logging_step():
             self._stop_if_not_finite(loss)
             self.log("train/loss_step", loss.detach(), prog_bar=True, batch_size=batch_size)
@@ -145,8 +150,8 @@ class MultilabelClassifier(L.LightningModule):
     # Speed: a Lightning `log` call or a metric update per step costs more than a small model's
     # training step, and reading a tensor's value on the host waits for the GPU. So the loss mean
     # and the metrics are logged once per epoch (as Metric objects: Lightning computes, syncs and
-    # resets them), metrics are updated in chunks of batches (same values), and the step loss is
-    # logged and checked only on the steps that loggers record.
+    # resets them), metrics and the loss mean are updated in chunks of batches (same values), and
+    # the step loss is logged and checked only on the steps that loggers record.
     def _is_logging_step(self) -> bool:
         every = self.trainer.log_every_n_steps
         return bool(self.trainer.fast_dev_run) or bool(
@@ -165,18 +170,22 @@ class MultilabelClassifier(L.LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         self._metric_updates[stage].flush()
+        self._loss_updates[stage].flush()
         loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         self.log(loss_name, getattr(self, f"{stage}_loss"), prog_bar=True)
         self.log_dict(getattr(self, f"{stage}_metrics"))
 
     def on_train_epoch_start(self) -> None:
         self._metric_updates["train"].clear()
+        self._loss_updates["train"].clear()
 
     def on_validation_epoch_start(self) -> None:
         self._metric_updates["val"].clear()
+        self._loss_updates["val"].clear()
 
     def on_test_epoch_start(self) -> None:
         self._metric_updates["test"].clear()
+        self._loss_updates["test"].clear()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

@@ -29,7 +29,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,19 @@ def quiet_exporter() -> Any:
             logger.setLevel(level)
 
 
+def sizes_of_one_not_special() -> Any:
+    """``torch.export`` assumes that a dynamic size traced at >= 2 stays >= 2 and bakes that into
+    guards (the embedding bag's offsets then refuse a batch of one). Size-oblivious tracing keeps
+    1 valid: the (experimental) option the torch.export tutorial gives against 0/1
+    specialisation. Its caveat, broadcasting decided as for sizes >= 2, does not arise in these
+    models; the tests run batches of one in every format."""
+    from torch.fx.experimental import _config
+
+    if hasattr(_config, "backed_size_oblivious"):
+        return _config.patch(backed_size_oblivious=True)
+    return nullcontext()
+
+
 @contextmanager
 def torchscript_deprecation_silenced() -> Any:
     """Recent torch warns on every ``torch.jit`` call that TorchScript is deprecated; ``export``
@@ -215,7 +228,8 @@ def export_model(
                 traced = torch.jit.trace(wrapper, example, check_trace=False)
                 torch.jit.save(traced, str(path))
             return path
-        program = torch.export.export(wrapper, example, dynamic_shapes=(spec.dynamic_shapes(),))
+        with sizes_of_one_not_special():
+            program = torch.export.export(wrapper, example, dynamic_shapes=(spec.dynamic_shapes(),))
         if fmt == "exported_program":
             buffer = io.BytesIO()  # torch.export.save wants a name ending in .pt2, or a buffer
             torch.export.save(program, buffer)

@@ -254,6 +254,10 @@ def test_export_refuses_an_unknown_format_and_a_missing_checkpoint(workdir, cli)
     assert "format must be one of onnx, torchscript, exported_program; got 'tflite'" in (
         result.stderr
     )
+    result = cli(
+        "export", f"ckpt_path={workdir / 'model.ckpt'}", f"output={workdir / 'model.ckpt'}"
+    )
+    assert result.returncode == 2 and "is the checkpoint itself" in result.stderr
     missing = workdir / "nope.ckpt"
     result = cli("export", f"ckpt_path={missing}")
     assert result.returncode == 1 and f"checkpoint not found: {missing}" in result.stderr

@@ -189,9 +189,11 @@ def sizes_of_one_not_special() -> Any:
 @contextmanager
 def torchscript_deprecation_silenced() -> Any:
     """Recent torch warns on every ``torch.jit`` call that TorchScript is deprecated; ``export``
-    says it once in the log instead."""
+    says it once in the log instead. Tracer warnings are silenced too (see below)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        # the embedding bag compares its inputs' sizes in Python: equal at any size here
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
 
@@ -315,6 +317,9 @@ def export(cfg: DictConfig) -> Path:
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    output = Path(cfg.output) if cfg.get("output") else default_output(cfg.ckpt_path, fmt)
+    if output.resolve() == Path(cfg.ckpt_path).resolve():
+        raise ConfigError(f"output={output} is the checkpoint itself: name another file")
     if fmt == "onnx":
         _needs_onnx()
     if fmt == "torchscript":
@@ -325,7 +330,6 @@ def export(cfg: DictConfig) -> Path:
     preprocessing = datamodule.state_dict()
     spec = input_spec(model.hparams.backbone_inputs, preprocessing)
     wrapper = ProbabilitiesAndDecisions(model, spec)
-    output = Path(cfg.output) if cfg.get("output") else default_output(cfg.ckpt_path, fmt)
 
     log.info(f"Exporting {cfg.ckpt_path} to {fmt}: inputs {', '.join(spec.names)}")
     with atomic_path(output) as partial:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from sigmoidf1.checkpoints import load_trained
-from sigmoidf1.export import (
+from sigmoidf1.exporting import (
     FORMATS,
     InputSpec,
     ProbabilitiesAndDecisions,
@@ -249,6 +249,7 @@ def test_text_model_onnx_reproduces_predict_inputs(workdir):
 
 
 def test_export_refuses_an_unknown_format_and_a_missing_checkpoint(workdir, cli):
+    (workdir / "model.ckpt").touch()  # the options are checked before the file is read
     result = cli("export", f"ckpt_path={workdir / 'model.ckpt'}", "format=tflite")
     assert result.returncode == 2
     assert "format must be one of onnx, torchscript, exported_program; got 'tflite'" in (
@@ -260,4 +261,4 @@ def test_export_refuses_an_unknown_format_and_a_missing_checkpoint(workdir, cli)
     assert result.returncode == 2 and "is the checkpoint itself" in result.stderr
     missing = workdir / "nope.ckpt"
     result = cli("export", f"ckpt_path={missing}")
-    assert result.returncode == 1 and f"checkpoint not found: {missing}" in result.stderr
+    assert result.returncode == 1 and f"ckpt_path not found: {missing}" in result.stderr

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator, Sequence
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,11 +27,12 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from sigmoidf1.checkpoints import load_trained
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
-from sigmoidf1.utils.errors import ConfigError
+from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.files import atomic_path
 from sigmoidf1.utils.logging import get_logger
 
@@ -67,17 +70,46 @@ def predict_batches(
         yield torch.sigmoid(logits).cpu(), (model.predict_proba(logits) >= 0.5).cpu()
 
 
-def format_rows(
+def prediction_records(
     probabilities: Tensor, predicted: Tensor, label_names: Sequence[str], decimals: int | None
-) -> Iterator[str]:
-    """One JSON line per row: ``{"labels": [...], "scores": {name: probability}}``."""
+) -> Iterator[dict[str, Any]]:
+    """One ``{"labels": [...], "scores": {name: probability}}`` per row of ``[rows, L]`` tensors."""
     for row_probs, row_predicted in zip(probabilities.tolist(), predicted.tolist(), strict=True):
         scores = {
             name: (round(p, decimals) if decimals is not None else p)
             for name, p in zip(label_names, row_probs, strict=True)
         }
         labels = [name for name, hit in zip(label_names, row_predicted, strict=True) if hit]
-        yield json.dumps({"labels": labels, "scores": scores}) + "\n"
+        yield {"labels": labels, "scores": scores}
+
+
+def format_rows(
+    probabilities: Tensor, predicted: Tensor, label_names: Sequence[str], decimals: int | None
+) -> Iterator[str]:
+    """One JSON line per row: ``{"labels": [...], "scores": {name: probability}}``."""
+    for record in prediction_records(probabilities, predicted, label_names, decimals):
+        yield json.dumps(record) + "\n"
+
+
+def rows_dataset(datamodule: Any, rows: Sequence[Mapping[str, Any]]) -> Dataset:
+    """``datamodule.predict_dataset`` for rows held in memory (a row as in an input file).
+
+    The rows go through the very reader and checks a file goes through: they are written as JSON
+    Lines to a temporary file, one row per line. A ``DataError`` names the row as ``inputs[i]``
+    (0-based) instead of the temporary file's line ``i + 1``.
+    """
+    with tempfile.TemporaryDirectory(prefix="sigmoidf1-rows-") as folder:
+        path = Path(folder) / "inputs.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        try:
+            return datamodule.predict_dataset(str(path))
+        except DataError as error:
+            message = re.sub(
+                rf"{re.escape(str(path))} line (\d+)",
+                lambda found: f"inputs[{int(found.group(1)) - 1}]",
+                str(error),
+            )
+            raise DataError(message.replace(str(path), "inputs")) from None
 
 
 def _open_output(path: Path, compress: bool) -> IO[str]:

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,wandb,text,loggers,sweeps,cluster,export
+EXTRAS ?= dev,wandb,text,loggers,sweeps,cluster,export,serve
 # Extra Hydra overrides for `make train`, e.g. `make train ARGS="loss=bce trainer.max_epochs=5"`.
 ARGS ?=
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.

@@ -9,7 +9,8 @@ JSON line per input row, in input order::
 ``scores`` are the probabilities ``sigmoid(logit)``; ``labels`` are the labels whose probability
 reaches that label's threshold (the thresholds tuned during training, stored in the checkpoint).
 The output is written to a temporary file renamed at the end, so an interrupted run never leaves
-a partial file under the requested name.
+a partial file under the requested name. ``sigmoidf1-serve`` (``sigmoidf1.serving``) uses the same
+steps on rows held in memory: ``rows_dataset``, ``predict_batches``, ``prediction_records``.
 """
 
 from __future__ import annotations

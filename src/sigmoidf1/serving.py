@@ -223,8 +223,12 @@ async def describe_invalid_request(request: Request, error: RequestValidationErr
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def build_server(cfg: DictConfig) -> ls.LitServer:
-    """The LitServer for ``cfg`` (see ``configs/serve.yaml``); nothing is started yet."""
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse settings that cannot work, before anything is loaded or started."""
+    if cfg.host not in ("127.0.0.1", "0.0.0.0", "::"):  # what LitServe binds to
+        raise ConfigError(f"host must be 127.0.0.1, 0.0.0.0 or ::, got {cfg.host!r}")
+    if not 1024 <= int(cfg.port) <= 65535:
+        raise ConfigError(f"port must be in 1024..65535, got {cfg.port}")
     for key in (
         "max_batch_size",
         "max_queue",
@@ -238,6 +242,10 @@ def build_server(cfg: DictConfig) -> ls.LitServer:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if float(cfg.batch_timeout) < 0:
         raise ConfigError(f"batch_timeout must be >= 0 seconds, got {cfg.batch_timeout}")
+
+
+def build_server(cfg: DictConfig) -> ls.LitServer:
+    """The LitServer for ``cfg`` (see ``configs/serve.yaml``); nothing is started yet."""
     api = ClassifierAPI(
         ckpt_path=str(cfg.ckpt_path),
         data_overrides=OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {},
@@ -264,10 +272,7 @@ def build_server(cfg: DictConfig) -> ls.LitServer:
 def serve(cfg: DictConfig) -> None:
     """Serve ``cfg.ckpt_path`` until SIGINT or SIGTERM; the workers stop and the port is freed."""
     apply_extras(cfg)
-    if cfg.host not in ("127.0.0.1", "0.0.0.0", "::"):  # what LitServe binds to
-        raise ConfigError(f"host must be 127.0.0.1, 0.0.0.0 or ::, got {cfg.host!r}")
-    if not 1024 <= int(cfg.port) <= 65535:
-        raise ConfigError(f"port must be in 1024..65535, got {cfg.port}")
+    check_settings(cfg)
     read_checkpoint(cfg.ckpt_path)  # a bad checkpoint fails here, with its message, not in a worker
     server = build_server(cfg)
     log.info(

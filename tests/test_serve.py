@@ -230,6 +230,17 @@ def test_a_batch_of_requests_predicts_each_as_if_alone(api):
     assert set(api.encode_response(batched[0])) == {"predictions"}
 
 
+@pytest.mark.slow
+def test_without_batching_predict_takes_and_returns_one_request(api, checkpoint):
+    unbatched = ClassifierAPI(str(checkpoint), decimals=None, max_batch_size=1)
+    unbatched.setup("cpu")
+    rows = yeast_rows(3)
+    alone = unbatched.predict(unbatched.decode_request(PredictRequest(inputs=rows)))
+    batched = api.predict([api.decode_request(PredictRequest(inputs=rows))])[0]
+    assert [p["labels"] for p in alone] == [p["labels"] for p in batched]
+    assert isinstance(unbatched.predict(RejectedRows("no")), RejectedRows)
+
+
 # --- the bounded queue, in this process -----------------------------------------------------------
 def test_bounded_queue_refuses_beyond_its_bound_and_lets_health_through():
     release = asyncio.Event()

@@ -29,6 +29,7 @@ Where a request goes:
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -141,11 +142,10 @@ class ClassifierAPI(ls.LitAPI):
         except (UserError, FileNotFoundError) as error:
             return RejectedRows(str(error))
 
-    def batch(self, inputs: list[Dataset | RejectedRows]) -> list[Dataset | RejectedRows]:
-        return inputs
-
     def predict(self, x: Any) -> Any:
-        """``x``: one decoded request, or a list of them when ``max_batch_size > 1``."""
+        """``x``: one decoded request, or a list of them when ``max_batch_size > 1`` (LitServe's
+        default ``batch`` and ``unbatch`` keep lists of anything but tensors and arrays as they
+        are: requests hold different numbers of rows, and ``predict_requests`` joins them)."""
         if self.max_batch_size == 1:
             return self.predict_requests([x])[0]
         return self.predict_requests(x)
@@ -174,35 +174,49 @@ class ClassifierAPI(ls.LitAPI):
                 start += len(request)
         return outputs
 
-    def unbatch(self, output: list[Any]) -> list[Any]:
-        return output
-
     def encode_response(self, output: list[dict[str, Any]] | RejectedRows) -> Any:
+        """``{"predictions": [...]}``, or the 422 of a refused request (a response object, which
+        LitServe passes through as it is)."""
         if isinstance(output, RejectedRows):
             return JSONResponse({"detail": output.message}, status_code=422)
         return {"predictions": output}
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside, the first SIGTERM acts as Ctrl-C: LitServe then runs its graceful shutdown
-    (HTTP servers and inference workers stopped, port freed) instead of the process dying with
-    its workers left behind. A second SIGTERM kills at once."""
+def stop_on_signals(server: ls.LitServer) -> Iterator[None]:
+    """Inside, the first SIGINT or SIGTERM runs LitServe's graceful shutdown (HTTP servers and
+    inference workers stopped, port freed) instead of the process dying with its workers left
+    behind; a second signal kills at once.
 
+    LitServe (0.2.19) shuts down on Ctrl-C without telling its worker-monitoring thread, which
+    then polls the stopped process manager and logs a traceback: the handler first sets the
+    shutdown event that thread watches (from a thread of its own, as the main thread is inside a
+    call to that manager) and waits for the thread to end.
+    """
     main_pid = os.getpid()
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def stop(signum: int, frame: Any) -> None:
         if os.getpid() != main_pid:
-            # a forked HTTP server process: uvicorn re-raises the SIGTERM it handled to end it
+            # a forked HTTP server process: uvicorn re-raises the signal it handled, to end it
             raise SystemExit(0)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for name in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(name, signal.SIG_DFL)
+        event = getattr(server, "_shutdown_event", None)
+        if event is not None:
+            setter = threading.Thread(target=event.set)
+            setter.start()
+            setter.join(timeout=5)
+        for thread in threading.enumerate():
+            if thread.name == "litserve-monitoring":
+                thread.join(timeout=getattr(server, "monitor_internal", 2) + 1)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {name: signal.signal(name, stop) for name in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for name, handler in previous.items():
+            signal.signal(name, handler)
 
 
 async def describe_invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -279,7 +293,7 @@ def serve(cfg: DictConfig) -> None:
         f"Serving {cfg.ckpt_path} on http://{cfg.host}:{cfg.port}{PREDICT_PATH} "
         f"(health: {HEALTH_PATH}); stop with Ctrl-C or SIGTERM"
     )
-    with sigterm_as_interrupt():
+    with stop_on_signals(server):
         server.run(
             host=str(cfg.host),
             port=int(cfg.port),

@@ -191,11 +191,14 @@ def server(checkpoint, tmp_path_factory):
         (["host=localhost"], 2, "host must be 127.0.0.1, 0.0.0.0 or ::, got 'localhost'"),
         (["port=80"], 2, "port must be in 1024..65535, got 80"),
         (["max_queue=0"], 2, "max_queue must be >= 1, got 0"),
-        ([], 1, "checkpoint not found"),
+        ([], 1, "ckpt_path not found"),
     ],
 )
 def test_bad_settings_are_refused_before_the_server_starts(cli, workdir, overrides, code, message):
-    result = cli("serve", f"ckpt_path={workdir / 'missing.ckpt'}", *overrides)
+    checkpoint = workdir / ("missing.ckpt" if code == 1 else "truncated.ckpt")
+    if code != 1:
+        checkpoint.write_bytes(b"not read: the settings are checked first")
+    result = cli("serve", f"ckpt_path={checkpoint}", *overrides)
     assert result.returncode == code, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
 

@@ -14,12 +14,13 @@ import hydra
 from omegaconf import DictConfig
 
 from sigmoidf1 import CONFIG_DIR
-from sigmoidf1.utils.errors import ConfigError, report_errors
+from sigmoidf1.utils.errors import ConfigError, check_arguments, report_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")
 def main(cfg: DictConfig) -> None:
     with report_errors():
+        check_arguments(cfg, files=("ckpt_path",))  # before torch is imported
         if importlib.util.find_spec("litserve") is None:
             raise ConfigError(
                 "sigmoidf1-serve needs LitServe: pip install 'sigmoidf1[serve]' (or litserve)"

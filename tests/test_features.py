@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from PIL import Image
 
 from sigmoidf1.data.features import FrozenEncoder
 from sigmoidf1.pipeline import build_model
-from tests.conftest import QUIET, compose_train, run_dir_from_output
+from tests.conftest import CONFIG_DIR, QUIET, compose_train, run_dir_from_output
 from tests.data_fixtures import (
     image_rows,
     reuters_tarball_fixture,  # noqa: F401  (fixture `reuters_tarball`)
@@ -62,6 +62,29 @@ def cache_events(caplog) -> dict[str, str]:
                 events[split] = message.split()[2]
     caplog.clear()
     return events
+
+
+# --- the configs ------------------------------------------------------------------------------
+ENCODER_DATA = {
+    "minilm": "reuters",
+    "efficientnet_lite0": "multi_fashion_mnist",
+    "frozen": "csv_image",
+}
+
+
+def test_every_encoder_option_composes_with_its_kind_of_data(tmp_path):
+    assert {p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml")} == set(ENCODER_DATA)
+    for option, data in ENCODER_DATA.items():
+        cfg = compose_train([f"data={data}", f"encoder={option}"], tmp_path)
+        assert cfg.model.backbone._target_ == "sigmoidf1.backbones.MLP"
+        frozen = cfg.data.frozen_encoder
+        assert get_object(frozen._target_) is FrozenEncoder
+        assert frozen.cache_dir == f"{cfg.paths.data_dir}/features"
+        if option != "frozen":  # the general form leaves the encoder to the user
+            assert get_object(frozen.encoder._target_) is not None and frozen.encoder._partial_
+    text = compose_train(["data=reuters", "encoder=minilm"], tmp_path)
+    assert text.data.tokenizer == "pip:all_minilm_l6_v2"  # the encoder's own word pieces
+    assert compose_train(["data=reuters"], tmp_path).data.get("frozen_encoder") is None
 
 
 # --- the CLI: computed once, reused by the next run, and prediction encodes new inputs ----------

@@ -23,6 +23,8 @@ atomically. ``key`` is a SHA-256 digest of
 A change to any of them is a cache miss; stale files are left in place (delete the folder to
 reclaim the space). The log says, per split, whether the features were computed or reused.
 Training-time augmentation does not apply to cached features: splits are encoded unaugmented.
+Under DDP every process sets its data up: on a cold cache each one encodes (the identical files are
+renamed into place atomically, the last one wins); later runs reuse them.
 """
 
 from __future__ import annotations

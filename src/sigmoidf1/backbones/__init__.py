@@ -13,6 +13,7 @@ class                    config             inputs
 ``TorchvisionBackbone``  ``torchvision``    float ``[batch, in_channels, H, W]``
 ``EmbeddingBag``         ``embedding_bag``  ``{"input_ids", "attention_mask"}`` ``[batch, T]``
 ``TransformerBackbone``  ``transformer``    ``{"input_ids", "attention_mask"}`` ``[batch, T]``
+``EfficientNetLite``     (``encoder=``)     float ``[batch, in_channels, H, W]``
 =======================  =================  ===================================================
 
 (config: ``model/backbone=<option>``.) To add one: a module here exposing ``out_features``, its
@@ -21,6 +22,7 @@ class                    config             inputs
 
 from sigmoidf1.backbones.build import build_backbone
 from sigmoidf1.backbones.cnn import CNN
+from sigmoidf1.backbones.efficientnet_lite import EfficientNetLite
 from sigmoidf1.backbones.embedding_bag import EmbeddingBag
 from sigmoidf1.backbones.mlp import MLP
 from sigmoidf1.backbones.torchvision_model import TorchvisionBackbone
@@ -28,6 +30,7 @@ from sigmoidf1.backbones.transformer import TransformerBackbone
 
 __all__ = [
     "CNN",
+    "EfficientNetLite",
     "MLP",
     "EmbeddingBag",
     "TorchvisionBackbone",

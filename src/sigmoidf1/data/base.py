@@ -29,6 +29,10 @@ are stored in the checkpoint's hyperparameters.
 Loader settings: ``num_workers`` (0 is fastest for in-memory tensors), ``pin_memory`` (``"auto"``:
 on when CUDA is available) and persistent workers whenever ``num_workers > 0``.
 
+``frozen_encoder`` (a ``sigmoidf1.data.features.FrozenEncoder``, ``encoder=minilm`` ...): after
+loading, each split's inputs are encoded once by a frozen pretrained encoder (cached on disk); the
+splits then yield ``(features [dim], target)`` and ``backbone_inputs = {"in_features": dim}``.
+
 On one process the training loader is a ``ResumableDataLoader``: its order depends only on
 ``(seed, epoch)`` and a run resumed from a mid-epoch checkpoint skips the batches it already
 trained on.
@@ -36,7 +40,7 @@ trained on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -47,6 +51,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sigmoidf1.data.resumable import ResumableDataLoader
 from sigmoidf1.data.samplers import UnrepeatedDistributedSampler, check_even_batches
 from sigmoidf1.utils.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from sigmoidf1.data.features import FrozenEncoder
 
 
 class MultilabelDataModule(L.LightningDataModule):
@@ -64,6 +71,7 @@ class MultilabelDataModule(L.LightningDataModule):
         pin_memory: bool | str = "auto",
         seed: int = 0,
         drop_last: bool = False,
+        frozen_encoder: FrozenEncoder | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -78,6 +86,7 @@ class MultilabelDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.seed = seed
         self.drop_last = drop_last
+        self.frozen_encoder = frozen_encoder
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -105,6 +114,14 @@ class MultilabelDataModule(L.LightningDataModule):
                 split = getattr(self, name)
                 if split is None or len(split) == 0:
                     raise DataError(f"{type(self).__name__}: the {name[:-4]} split is empty")
+            if self.frozen_encoder is not None:
+                for name in ("train_set", "val_set", "test_set"):
+                    split = getattr(self, name)
+                    encoded = self.frozen_encoder.encode_split(
+                        name[:-4], split, self.backbone_inputs
+                    )
+                    setattr(self, name, encoded)
+                self.backbone_inputs = {"in_features": encoded.features.shape[1]}
 
     def _load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -136,7 +153,10 @@ class MultilabelDataModule(L.LightningDataModule):
 
     def predict_loader(self, dataset: Dataset, batch_size: int | None = None) -> DataLoader:
         """Batches of ``predict_dataset`` items, in order, built like the evaluation loaders
-        (override when the collate function of the training loaders expects targets)."""
+        (override when the collate function of the training loaders expects targets). With a
+        ``frozen_encoder`` the inputs are encoded first (not cached)."""
+        if self.frozen_encoder is not None:
+            dataset = self.frozen_encoder.encode_inputs(dataset, self.backbone_inputs)
         return self._loader(dataset, batch_size or self.eval_batch_size, shuffle=False)
 
     def check_targets(self, targets: torch.Tensor | np.ndarray, source: str) -> None:

@@ -403,7 +403,7 @@ def forest_plot(runs: list[dict], losses: Sequence[str], datasets: Sequence[str]
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
     fig.suptitle("Paired test-F1 difference to BCE (same seed), mean and 95 % CI", fontsize=10)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

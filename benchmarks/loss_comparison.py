@@ -75,8 +75,12 @@ class Variant:
     quick: tuple[str, ...] = ("trainer.max_epochs=1", "++trainer.limit_train_batches=4")
 
 
-# One line per variant. The frozen-encoder variants (Reuters and multi Fashion-MNIST with frozen
-# pretrained encoders, WordNet with frozen MiniLM) are added here as one entry each.
+# One entry per variant. The frozen-encoder variants (Reuters and multi Fashion-MNIST with frozen
+# pretrained encoders, WordNet with frozen MiniLM) are one entry each, of the form
+#   "reuters_minilm": Variant("Reuters-21578, frozen MiniLM", ("data=reuters",
+#       "model/backbone=transformer", "model.backbone.model_name_or_path=pip:all_minilm_l6_v2",
+#       "model.backbone.freeze=true", "trainer.max_epochs=...")),
+# and `--datasets reuters_minilm` then runs every study on it.
 VARIANTS: dict[str, Variant] = {
     "yeast": Variant(
         "Yeast, MLP",

@@ -1,55 +1,116 @@
-"""Does sigmoidF1 beat BCE, focal, ASL and unboundedF1? Each loss x dataset x seed, by the CLI.
+"""Which multilabel loss to use? Every loss x dataset variant x seed, each a real training run.
 
-    python benchmarks/loss_comparison.py                      # full: 5 losses x 3 datasets x 3
-    seeds
-    python benchmarks/loss_comparison.py --datasets yeast     # one dataset
+    python benchmarks/loss_comparison.py                            # all studies, all variants
+    python benchmarks/loss_comparison.py --datasets yeast           # one variant
+    python benchmarks/loss_comparison.py --studies compare --datasets reuters
+    python benchmarks/loss_comparison.py --reproduce                # re-run one recorded command
+    python benchmarks/loss_comparison.py --report-only              # tables and figures from JSON
     python benchmarks/loss_comparison.py --quick --datasets yeast --out /tmp/q   # CI-sized check
-    python benchmarks/loss_comparison.py --report-only        # rebuild table and chart from the
-    JSON
 
-Every run is a real ``sigmoidf1-train`` process with ``callbacks=tuned``: model selection and the
-``test_untuned/*`` metrics use the fixed threshold 0.5, and ``test/*`` the per-label thresholds
-tuned
-on the validation set of the selected epoch (see ``sigmoidf1.callbacks.ThresholdTuning``). Within a
-dataset, every loss gets the same backbone, data, budget (``BUDGETS``) and early stopping.
+Three studies, in this order per dataset variant:
 
-sigmoidF1's ``beta``/``eta`` are chosen per dataset before the comparison by a small sweep
-(``SIGMOID_F1_GRID``, seed ``SWEEP_SEED``, selected on the best validation macro-F1 at 0.5; the test
-split is not looked at), recorded in ``sigmoid_f1_sweep.json``. ``beta=1, eta=0`` on logits is
-exactly unboundedF1; the grid also holds the authors' code (S applied to sigmoid probabilities).
+1. ``sweep``: ``sigmoid_f1`` over ``SIGMOID_F1_GRID`` (``beta``, ``eta``) on ``SWEEP_SEEDS``; the
+   setting with the best mean validation macro-F1 at 0.5 is chosen (the test split is not used).
+2. ``compare``: every loss of ``LOSSES`` (``sigmoid_f1`` with the chosen setting) on ``SEEDS``.
+3. ``batch_size``: ``sigmoid_f1`` (chosen setting) and ``bce`` at each of ``BATCH_SIZES`` on
+   ``BATCH_SEEDS``, for the variants named by ``--batch-size-datasets`` (Yeast by default):
+   sigmoidF1's soft counts are batch statistics.
 
-Outputs in ``--out`` (default ``benchmarks/results``): ``loss_comparison.json`` (one record per
-run: dataset, loss, seed, metrics under their logged names, command, ...), ``loss_comparison.md``
-and ``loss_comparison.png``. Resumable: a run whose command is already recorded is skipped, and the
-JSON is rewritten after every run. Run logs go under ``--log-dir`` (default ``logs/bench``).
+Every run is a ``sigmoidf1-train`` process with ``callbacks=tuned`` (the safe per-label strategy):
+the ``test_untuned/*`` metrics are at threshold 0.5, ``test/*`` at thresholds tuned on validation.
+Within a variant every loss gets the same backbone, data, epochs and early stopping.
+
+A dataset variant is one entry of ``VARIANTS``: a name, a title and the Hydra overrides that pick
+the data, the backbone and the budget. Runs go one at a time with one thread
+(``OMP_NUM_THREADS=1``), by default inside this process (``sigmoidf1-train``'s own main, called
+with the recorded overrides: the start-up of Python and Lightning is paid once, not per run);
+``--subprocess`` starts a real process per run, and ``--reproduce`` re-runs a recorded command
+as a real process to check that both give the same result.
+
+Outputs in ``--out`` (default ``benchmarks/results``):
+``loss_comparison.json`` (``runs``: one record per run with its exact ``command``;
+``summary``: every statistic; ``reproductions``), ``loss_comparison.md``,
+``loss_comparison.png`` (forest plot of the paired differences to BCE) and
+``loss_comparison_batch_size.png``. Resumable: a run whose command is
+already recorded is skipped, each run is recorded as soon as it ends, and Ctrl-C stops after saving.
+Statistics: ``loss_comparison_report.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
-import math
 import os
 import shlex
-import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LOSSES = ("sigmoid_f1", "unbounded_f1", "bce", "focal", "asl")
-DATASETS = ("yeast", "reuters", "multi_fashion_mnist")
-SEEDS = (0, 1, 2)
-SWEEP_SEED = 1000
+import loss_comparison_report as report
 
-# Same for every run: threshold tuning on, CSV logs, no display. (Display flags do not change
-# results.)
-COMMON = [
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOSSES = ("sigmoid_f1", "unbounded_f1", "bce", "focal", "asl", "zlpr", "two_way")
+SEEDS = (0, 1, 2, 3, 4)
+SWEEP_SEEDS = (1000, 1001)
+BATCH_SIZES = (32, 64, 128, 256, 512, 1024)
+BATCH_SEEDS = (0, 1, 2)
+STUDIES = ("sweep", "compare", "batch_size")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A dataset variant: Hydra overrides choosing data, backbone and budget (same for all losses);
+    ``quick`` is added on top for the CI-sized check."""
+
+    title: str
+    overrides: tuple[str, ...]
+    quick: tuple[str, ...] = ("trainer.max_epochs=1", "++trainer.limit_train_batches=4")
+
+
+# One entry per variant. The frozen-encoder variants (Reuters and multi Fashion-MNIST with frozen
+# pretrained encoders, WordNet with frozen MiniLM) are one entry each, of the form
+#   "reuters_minilm": Variant("Reuters-21578, frozen MiniLM", ("data=reuters",
+#       "model/backbone=transformer", "model.backbone.model_name_or_path=pip:all_minilm_l6_v2",
+#       "model.backbone.freeze=true", "trainer.max_epochs=...")),
+# and `--datasets reuters_minilm` then runs every study on it.
+VARIANTS: dict[str, Variant] = {
+    "yeast": Variant(
+        "Yeast, MLP",
+        ("data=yeast", "trainer.max_epochs=60", "callbacks.early_stopping.patience=10"),
+    ),
+    "reuters": Variant(
+        "Reuters-21578, embedding bag",
+        ("data=reuters", "trainer.max_epochs=20", "callbacks.early_stopping.patience=5"),
+    ),
+    "multi_fashion_mnist": Variant(
+        "multi Fashion-MNIST, CNN",
+        (
+            "data=multi_fashion_mnist",
+            "data.num_train=3000",
+            "data.num_val=1000",
+            "data.num_test=2000",
+            "trainer.max_epochs=5",
+            "callbacks.early_stopping.patience=2",
+        ),
+        quick=(
+            "data.num_train=256",
+            "data.num_val=128",
+            "data.num_test=128",
+            "trainer.max_epochs=1",
+        ),
+    ),
+}
+
+# Same for every run: threshold tuning on, CSV logs, nothing printed that the records do not need.
+COMMON = (
     "callbacks=tuned",
     "logger=csv",
     "task_name=bench",
@@ -58,103 +119,30 @@ COMMON = [
     "callbacks.model_summary=null",
     "callbacks.per_label_report=null",
     "++trainer.enable_progress_bar=false",
-]
+)
+# The batch-size study lets early stopping, not the epoch budget, end each run: a batch of 1024 on
+# Yeast's 1,450 training genes is 2 steps per epoch.
+BATCH_STUDY = ("trainer.max_epochs=150", "callbacks.early_stopping.patience=10")
 
-# Per dataset: backbone, budget and early stopping, identical for every loss. "quick" is CI-sized.
-BUDGETS: dict[str, dict[str, list[str]]] = {
-    "yeast": {  # MLP 256-256, 1,450 training genes, batch 128
-        "full": ["data=yeast", "trainer.max_epochs=60", "callbacks.early_stopping.patience=10"],
-        "quick": ["data=yeast", "trainer.max_epochs=3"],
-    },
-    "reuters": {  # the data config's mean-of-word-embeddings model, all 6.5k training stories
-        "full": ["data=reuters", "trainer.max_epochs=20", "callbacks.early_stopping.patience=5"],
-        "quick": ["data=reuters", "trainer.max_epochs=1", "trainer.limit_train_batches=5"],
-    },
-    "multi_fashion_mnist": {  # the data config's CNN on 5,000 training canvases (of its 10,000)
-        "full": [
-            "data=multi_fashion_mnist",
-            "data.num_train=5000",
-            "data.num_val=1000",
-            "data.num_test=2000",
-            "trainer.max_epochs=6",
-            "callbacks.early_stopping.patience=3",
-        ],
-        "quick": [
-            "data=multi_fashion_mnist",
-            "data.num_train=512",
-            "data.num_val=256",
-            "data.num_test=256",
-            "trainer.max_epochs=1",
-        ],
-    },
-}
-
-# sigmoidF1 candidates: S(u) = sigmoid(beta * (u + eta)) on the logits u, and the authors' code
-# (gabriben/sigmoidF1 trains with S=-1, E=0 on sigmoid probabilities: official_compat=true).
-SIGMOID_F1_GRID: list[dict[str, object]] = [
-    {"loss.beta": 1.0, "loss.eta": 0.0, "loss.official_compat": True},
-    {"loss.beta": 1.0, "loss.eta": 0.0},  # identical to unbounded_f1
+# S(u) = sigmoid(beta * (u + eta)) on the logits u. beta=1, eta=0 is exactly unbounded_f1.
+SIGMOID_F1_GRID: tuple[dict[str, float], ...] = (
+    {"loss.beta": 1.0, "loss.eta": 0.0},
     {"loss.beta": 2.0, "loss.eta": 0.0},
-    {"loss.beta": 1.0, "loss.eta": -1.0},  # S crosses 0.5 at u = 1: pushes positives further up
-]
-QUICK_SIGMOID_F1 = SIGMOID_F1_GRID[0]
-
-# Reported metrics (logged names without the stage prefix) and how they are shown.
-THRESHOLDED = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "card_mae")
-REPORTED = (*THRESHOLDED[:4], "map_macro", "card_mae")
-LOWER_IS_BETTER = {"card_mae"}
-LABELS = {
-    "f1_micro": "micro-F1",
-    "f1_macro": "macro-F1",
-    "f1_weighted": "weighted-F1",
-    "f1_samples": "sample-F1",
-    "map_macro": "mAP",
-    "card_mae": "card. MAE",
-}
+    {"loss.beta": 1.0, "loss.eta": -1.0},  # S crosses 0.5 at u = 1: positives pushed further up
+    {"loss.beta": 2.0, "loss.eta": -1.0},
+)
 
 
-# --- running ------------------------------------------------------------------------------------
+# --- one run ------------------------------------------------------------------------------------
 def train_command() -> list[str]:
     """The ``sigmoidf1-train`` console script of this interpreter, or its ``-m`` equivalent."""
     script = Path(sys.executable).with_name("sigmoidf1-train")
     return [str(script)] if script.exists() else [sys.executable, "-m", "sigmoidf1.train"]
 
 
-def display_command(overrides: Sequence[str], threads: int) -> str:
-    return f"OMP_NUM_THREADS={threads} sigmoidf1-train " + " ".join(
-        shlex.quote(o) for o in overrides
-    )
-
-
-def format_params(params: dict[str, object]) -> list[str]:
-    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items()]
-
-
-def run_training(overrides: list[str], log_dir: Path, threads: int) -> dict:
-    """One ``sigmoidf1-train`` process; returns its test metrics, run directory and timings."""
-    command = [*train_command(), *overrides, f"paths.log_dir={log_dir}"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
-        raise RuntimeError(f"exit code {result.returncode}\n{output[-3000:]}")
-    lines = [line for line in output.splitlines() if "Run directory:" in line]
-    if not lines:
-        raise RuntimeError(f"no 'Run directory:' line in the output\n{output[-3000:]}")
-    run_dir = Path(lines[-1].split("Run directory:")[-1].strip())
-    metrics = json.loads((run_dir / "test_metrics.json").read_text())
-    best_val, epochs = read_fit_history(run_dir / "metrics.csv")
-    return {
-        "metrics": metrics,
-        "best_val_f1_macro": best_val,
-        "epochs": epochs,
-        "wall_time_s": round(wall, 1),
-        "run_dir": str(
-            run_dir.relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir
-        ),
-    }
+def display_command(overrides: Sequence[str]) -> str:
+    """The command as recorded: what a user types to repeat the run (output folder aside)."""
+    return "OMP_NUM_THREADS=1 sigmoidf1-train " + " ".join(shlex.quote(o) for o in overrides)
 
 
 def read_fit_history(path: Path) -> tuple[float | None, int | None]:
@@ -169,305 +157,308 @@ def read_fit_history(path: Path) -> tuple[float | None, int | None]:
     return best, epochs
 
 
+def run_training(overrides: Sequence[str], log_dir: Path) -> dict:
+    """One ``sigmoidf1-train`` process with one thread; its test metrics, history and timing."""
+    command = [*train_command(), *overrides, f"paths.log_dir={log_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    output = result.stdout + result.stderr
+    if result.returncode == 130:
+        raise KeyboardInterrupt
+    if result.returncode != 0:
+        raise RuntimeError(f"exit code {result.returncode}\n{output[-3000:]}")
+    lines = [line for line in output.splitlines() if "Run directory:" in line]
+    if not lines:
+        raise RuntimeError(f"no 'Run directory:' line in the output\n{output[-3000:]}")
+    run_dir = Path(lines[-1].split("Run directory:")[-1].strip())
+    return {**read_run(run_dir), "wall_time_s": round(wall, 1), "runner": "subprocess"}
+
+
+def run_in_process(overrides: Sequence[str], log_dir: Path) -> dict:
+    """The same ``sigmoidf1-train`` main, called in this process (one torch thread): the same
+    run as the recorded command, without paying Python's and Lightning's start-up for every run
+    (10-20 s on a busy 2-core machine). ``--reproduce`` re-runs a record as a real process."""
+    import torch
+
+    import sigmoidf1.train
+
+    torch.set_num_threads(1)
+    run_dir = log_dir / "bench" / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S") / uuid.uuid4().hex[:8]
+    argv = ["sigmoidf1-train", *overrides, f"paths.log_dir={log_dir}", f"hydra.run.dir={run_dir}"]
+    output, saved_argv = io.StringIO(), sys.argv
+    start = time.perf_counter()
+    try:
+        sys.argv = argv
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                sigmoidf1.train.main()
+    except SystemExit as error:
+        if error.code == 130:
+            raise KeyboardInterrupt from error
+        if error.code:
+            raise RuntimeError(f"exit code {error.code}\n{output.getvalue()[-3000:]}") from error
+    finally:
+        sys.argv = saved_argv
+    wall = time.perf_counter() - start
+    return {**read_run(run_dir), "wall_time_s": round(wall, 1), "runner": "in-process"}
+
+
+def read_run(run_dir: Path) -> dict:
+    """A finished run's test metrics, best validation macro-F1 and epoch count, from its files."""
+    best_val, epochs = read_fit_history(run_dir / "metrics.csv")
+    return {
+        "metrics": json.loads((run_dir / "test_metrics.json").read_text()),
+        "best_val_f1_macro": best_val,
+        "epochs": epochs,
+        "run_dir": str(run_dir),
+    }
+
+
+Runner = Callable[[Sequence[str], Path], dict]
+
+
+# --- the record store ---------------------------------------------------------------------------
 class Store:
-    """A JSON list of run records, rewritten atomically after every addition (thread-safe)."""
+    """``loss_comparison.json``: ``{"runs": [...], "summary": {...}, "reproductions": [...]}``,
+    rewritten atomically (temporary file, then rename) after every change."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.records: list[dict] = json.loads(path.read_text()) if path.exists() else []
-        self.lock = threading.Lock()
+        data = json.loads(path.read_text()) if path.exists() else {}
+        if isinstance(data, list):  # the first edition's file: a plain list of runs
+            data = {}
+        self.runs: list[dict] = data.get("runs", [])
+        self.summary: dict = data.get("summary", {})
+        self.reproductions: list[dict] = data.get("reproductions", [])
 
-    def done(self, command: str) -> dict | None:
-        return next((r for r in self.records if r["command"] == command), None)
+    def find(self, command: str) -> dict | None:
+        return next((r for r in self.runs if r["command"] == command), None)
 
     def add(self, record: dict) -> None:
-        with self.lock:
-            self.records = [r for r in self.records if r["command"] != record["command"]]
-            self.records.append(record)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.records, indent=1) + "\n")
-            tmp.replace(self.path)
+        self.runs = [r for r in self.runs if r["command"] != record["command"]] + [record]
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"runs": self.runs, "summary": self.summary, "reproductions": self.reproductions}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(self.path)
 
 
-def run_all(jobs: list[dict], store: Store, log_dir: Path, threads: int, workers: int) -> int:
-    """Run the jobs not yet in ``store`` (``workers`` at a time); return the number of failures."""
-    todo = [job for job in jobs if store.done(job["command"]) is None]
-    print(
-        f"{len(jobs) - len(todo)} of {len(jobs)} runs already recorded in {store.path}", flush=True
-    )
-    failures = 0
-    started = time.perf_counter()
-
-    def work(job: dict) -> dict:
-        return {**job, **run_training(job["overrides"], log_dir, threads)}
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(work, job): job for job in todo}
-        for done, future in enumerate(as_completed(futures), start=1):
-            job = futures[future]
-            name = f"{job['dataset']}/{job['loss']}/seed {job['seed']}"
-            try:
-                record = future.result()
-            except Exception as error:  # keep going: the other runs are still useful
-                failures += 1
-                print(f"[{done}/{len(todo)}] FAILED {name}: {error}", flush=True)
-                continue
-            record.pop("overrides")
-            store.add(record)
-            elapsed = time.perf_counter() - started
-            print(
-                f"[{done}/{len(todo)}] {name}: test_untuned/f1_macro "
-                f"{record['metrics'].get('test_untuned/f1_macro', float('nan')):.4f}, "
-                f"test/f1_macro {record['metrics']['test/f1_macro']:.4f}, "
-                f"{record['epochs']} epochs, {record['wall_time_s']:.0f} s "
-                f"(elapsed {elapsed / 60:.1f} min, "
-                f"~{elapsed / done * (len(todo) - done) / 60:.1f} min left)",
-                flush=True,
-            )
-    return failures
-
-
-def make_job(dataset: str, loss: str, seed: int, budget: str, params: dict, threads: int) -> dict:
-    overrides = [*BUDGETS[dataset][budget], f"loss={loss}", *format_params(params), f"seed={seed}"]
+# --- jobs ---------------------------------------------------------------------------------------
+def make_job(
+    study: str,
+    dataset: str,
+    loss: str,
+    seed: int,
+    params: dict | None = None,
+    batch_size: int | None = None,
+    quick: bool = False,
+) -> dict:
+    """A run's record without its results: identity, budget and the exact command."""
+    variant = VARIANTS[dataset]
+    params = dict(params or {})
+    overrides = list(variant.overrides)
+    if batch_size is not None:
+        overrides += [*BATCH_STUDY, f"data.batch_size={batch_size}"]
+    overrides += variant.quick if quick else ()
+    overrides += [f"loss={loss}", *(f"{k}={v}" for k, v in params.items()), f"seed={seed}"]
     overrides += COMMON
     return {
+        "study": study,
         "dataset": dataset,
         "loss": loss,
         "seed": seed,
         "loss_params": params,
-        "budget": budget,
-        "threads": threads,
+        "batch_size": batch_size,
+        "budget": "quick" if quick else "full",
         "overrides": overrides,
-        "command": display_command(overrides, threads),
+        "command": display_command(overrides),
     }
 
 
-def choose_sigmoid_f1(sweep: Store, dataset: str) -> dict:
-    """The grid entry with the best validation macro-F1 (at 0.5) on ``dataset`` in the sweep."""
-    candidates = [r for r in sweep.records if r["dataset"] == dataset and r["budget"] == "full"]
-    candidates = [r for r in candidates if r["loss_params"] in SIGMOID_F1_GRID]
-    if len(candidates) < len(SIGMOID_F1_GRID):
-        raise RuntimeError(f"the sigmoid_f1 sweep on {dataset} is incomplete")
-    return max(candidates, key=lambda r: r["best_val_f1_macro"])["loss_params"]
-
-
-# --- reporting ----------------------------------------------------------------------------------
-def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, int]]]:
-    """``{(dataset, loss): {logged name: (mean, std, n)}}`` over seeds."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for record in records:
-        groups.setdefault((record["dataset"], record["loss"]), []).append(record["metrics"])
-    summary = {}
-    for key, runs in groups.items():
-        names = set.intersection(*(set(m) for m in runs))
-        summary[key] = {n: (*mean_std([m[n] for m in runs]), len(runs)) for n in sorted(names)}
-    return summary
-
-
-def markdown_report(records: list[dict], sweep: list[dict], note: str) -> str:
-    summary = summarise(records)
-    datasets = [d for d in DATASETS if any(k[0] == d for k in summary)]
-    lines = ["# Loss comparison", "", note, ""]
-    for title, prefix, names in (
-        ("Test metrics at threshold 0.5", "test_untuned/", REPORTED),
-        ("Test metrics at per-label thresholds tuned on validation", "test/", THRESHOLDED),
-    ):
-        lines += [f"## {title}", ""]
-        for dataset in datasets:
-            rows = [loss for loss in LOSSES if (dataset, loss) in summary]
-            n = {summary[(dataset, loss)][f"{prefix}f1_macro"][2] for loss in rows}
-            lines += [f"### {dataset} (seeds per loss: {', '.join(map(str, sorted(n)))})", ""]
-            lines.append("| loss | " + " | ".join(LABELS[m] for m in names) + " |")
-            lines.append("|---|" + "---:|" * len(names))
-            best = {}
-            for metric in names:
-                means = [summary[(dataset, loss)][prefix + metric][0] for loss in rows]
-                best[metric] = min(means) if metric in LOWER_IS_BETTER else max(means)
-            for loss in rows:
-                cells = []
-                for metric in names:
-                    mean, std, count = summary[(dataset, loss)][prefix + metric]
-                    cell = f"{mean:.3f} ± {std:.3f}" if count > 1 else f"{mean:.3f}"
-                    cells.append(f"**{cell}**" if math.isclose(mean, best[metric]) else cell)
-                lines.append(f"| {loss} | " + " | ".join(cells) + " |")
-            lines.append("")
-    if sweep:
-        lines += [
-            "## sigmoidF1 hyperparameters (validation sweep)",
-            "",
-            f"Seed {SWEEP_SEED}; chosen by the best validation macro-F1 at 0.5 (test not used).",
-            "",
-            "| dataset | parameters | best val macro-F1 | chosen |",
-            "|---|---|---:|:---:|",
-        ]
-        for dataset in datasets:
-            entries = [r for r in sweep if r["dataset"] == dataset]
-            entries.sort(
-                key=lambda r: next(
-                    (i for i, p in enumerate(SIGMOID_F1_GRID) if p == r["loss_params"]),
-                    len(SIGMOID_F1_GRID),
-                )
-            )
-            if not entries:
-                continue
-            chosen = max(entries, key=lambda r: r["best_val_f1_macro"])
-            for r in entries:
-                params = " ".join(format_params(r["loss_params"]))
-                mark = "yes" if r is chosen else ""
-                lines.append(f"| {dataset} | `{params}` | {r['best_val_f1_macro']:.3f} | {mark} |")
-        lines.append("")
-    budget = records[0].get("budget", "full")
-    lines += ["## Setup", "", "Every run: `" + " ".join(COMMON) + "`, plus per dataset:", ""]
-    for dataset in datasets:
-        lines.append(f"- {dataset}: `" + " ".join(BUDGETS[dataset][budget]) + "`")
-    walls = [r["wall_time_s"] for r in [*records, *sweep]]
-    lines += [
-        "",
-        f"{len(records)} runs and {len(sweep)} sweep runs; the sum of their wall times is "
-        f"{sum(walls) / 60:.1f} min (runs go two at a time, one thread each).",
-        "",
-    ]
-    lines += [
-        "## Runs",
-        "",
-        "| dataset | loss | seed | epochs | wall time (s) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for r in sorted(
-        records, key=lambda r: (DATASETS.index(r["dataset"]), LOSSES.index(r["loss"]), r["seed"])
-    ):
-        lines.append(
-            f"| {r['dataset']} | {r['loss']} | {r['seed']} | {r['epochs']} "
-            f"| {r['wall_time_s']:.0f} |"
-        )
-    lines.append("")
-    return "\n".join(lines)
-
-
-def plot(records: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = summarise(records)
-    datasets = [d for d in DATASETS if any(k[0] == d for k in summary)]
-    metrics = THRESHOLDED[:4]
-    fig, axes = plt.subplots(
-        2, len(datasets), figsize=(4.6 * len(datasets), 6.4), squeeze=False, sharey="col"
+def run_all(jobs: list[dict], store: Store, log_dir: Path, runner: Runner) -> int:
+    """Run the jobs that ``store`` lacks, one at a time, recording each as it ends. A failed run is
+    reported and left out (rerun to retry); returns the number of failures."""
+    todo = [job for job in jobs if store.find(job["command"]) is None]
+    print(
+        f"{len(jobs) - len(todo)} of {len(jobs)} runs already recorded in {store.path}", flush=True
     )
-    width = 0.8 / len(LOSSES)
-    for row, (prefix, title) in enumerate(
-        (("test_untuned/", "threshold 0.5"), ("test/", "tuned thresholds"))
-    ):
-        for col, dataset in enumerate(datasets):
-            ax = axes[row][col]
-            for i, loss in enumerate(LOSSES):
-                if (dataset, loss) not in summary:
-                    continue
-                stats = [summary[(dataset, loss)][prefix + m] for m in metrics]
-                ax.bar(
-                    [j + (i - (len(LOSSES) - 1) / 2) * width for j in range(len(metrics))],
-                    [s[0] for s in stats],
-                    width,
-                    yerr=[s[1] for s in stats],
-                    capsize=2,
-                    label=loss,
-                )
-            ax.set_xticks(range(len(metrics)), [LABELS[m] for m in metrics], fontsize=8)
-            ax.set_title(f"{dataset}: test, {title}", fontsize=10)
-            ax.grid(axis="y", alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(LOSSES), fontsize=8)
-    fig.suptitle("Test F1 by loss (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    failures, started = 0, time.perf_counter()
+    for done, job in enumerate(todo, start=1):
+        name = f"{job['study']} {job['dataset']}/{job['loss']}"
+        name += f" {' '.join(f'{k}={v}' for k, v in job['loss_params'].items())}".rstrip()
+        name += f" batch {job['batch_size']}" if job["batch_size"] else ""
+        name += f" seed {job['seed']}"
+        try:
+            result = runner(job["overrides"], log_dir)
+        except KeyboardInterrupt:
+            print(f"[{done}/{len(todo)}] interrupted {name}: recorded runs are kept", flush=True)
+            raise
+        except Exception as error:  # keep going: the other runs are still useful
+            failures += 1
+            print(f"[{done}/{len(todo)}] FAILED {name}: {error}", flush=True)
+            continue
+        record = {k: v for k, v in job.items() if k != "overrides"}
+        store.add({**record, **result, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        elapsed = time.perf_counter() - started
+        metrics = result["metrics"]
+        print(
+            f"[{done}/{len(todo)}] {name}: macro-F1 {metrics['test_untuned/f1_macro']:.4f} at 0.5, "
+            f"{metrics['test/f1_macro']:.4f} tuned; {result['epochs']} epochs, "
+            f"{result['wall_time_s']:.0f} s (~{elapsed / done * (len(todo) - done) / 60:.0f} min "
+            "left)",
+            flush=True,
+        )
+    return failures
 
 
-def write_reports(out: Path, store: Store, sweep: Store, note: str) -> None:
-    if not store.records:
+def sigmoid_f1_setting(store: Store, dataset: str, quick: bool) -> dict:
+    """The chosen ``sigmoid_f1`` setting of ``dataset`` (the first grid point when quick)."""
+    if quick:
+        return SIGMOID_F1_GRID[0]
+    sweep = report.select(store.runs, study="sweep", dataset=dataset, budget="full")
+    return report.chosen_params(sweep, dataset)[0]
+
+
+def study_jobs(study: str, dataset: str, store: Store, quick: bool, losses: Sequence[str]):
+    if study == "sweep":
+        seeds = SWEEP_SEEDS[:1] if quick else SWEEP_SEEDS
+        grid = SIGMOID_F1_GRID[:1] if quick else SIGMOID_F1_GRID
+        return [
+            make_job("sweep", dataset, "sigmoid_f1", s, p, quick=quick) for s in seeds for p in grid
+        ]
+    params = {"sigmoid_f1": sigmoid_f1_setting(store, dataset, quick)}
+    if study == "compare":
+        seeds = SEEDS[:1] if quick else SEEDS
+        return [
+            make_job("compare", dataset, loss, s, params.get(loss), quick=quick)
+            for s in seeds
+            for loss in losses
+        ]
+    sizes = BATCH_SIZES[:2] if quick else BATCH_SIZES
+    seeds = BATCH_SEEDS[:1] if quick else BATCH_SEEDS
+    return [
+        make_job("batch_size", dataset, loss, s, params.get(loss), batch_size=b, quick=quick)
+        for loss in ("sigmoid_f1", "bce")
+        for b in sizes
+        for s in seeds
+    ]
+
+
+# --- outputs ------------------------------------------------------------------------------------
+def write_reports(out: Path, store: Store, quick: bool) -> None:
+    """Summary into the JSON, the Markdown tables and both figures, from the recorded runs."""
+    budget = "quick" if quick else "full"
+    runs = report.select(store.runs, budget=budget)
+    if not report.select(runs, study="compare"):
         return
-    (out / "loss_comparison.md").write_text(markdown_report(store.records, sweep.records, note))
-    plot(store.records, out / "loss_comparison.png")
+    datasets = list(VARIANTS)
+    store.summary = report.summarise(runs, LOSSES, datasets)
+    store.save()
+    setup = {}
+    for name, variant in VARIANTS.items():
+        setup[name] = " ".join([*variant.overrides, *(variant.quick if quick else ())])
+    note = (
+        "Generated by `python benchmarks/loss_comparison.py`"
+        + (" --quick (CI-sized budgets: not a result)" if quick else "")
+        + ". Every run is the `command` recorded in `loss_comparison.json` (one process, one "
+        "thread), plus `" + " ".join(COMMON) + "`. Test metrics at threshold 0.5 "
+        "(`test_untuned/*`) and at the per-label thresholds tuned on validation by "
+        "`callbacks=tuned` (`test/*`)."
+    )
+    text = report.markdown_report(runs, LOSSES, datasets, setup, note, store.reproductions)
+    (out / "loss_comparison.md").write_text(text)
+    report.forest_plot(runs, LOSSES, datasets, out / "loss_comparison.png")
+    if report.select(runs, study="batch_size"):
+        report.batch_size_plot(runs, out / "loss_comparison_batch_size.png")
 
 
-# --- main ---------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
+def reproduce(store: Store, log_dir: Path, runner: Runner = run_training) -> dict:
+    """Re-run the first recorded ``compare`` run (as a real ``sigmoidf1-train`` process by
+    default) and compare its test macro-F1 at 0.5."""
+    record = next(r for r in store.runs if r["study"] == "compare")
+    job = make_job(
+        "compare",
+        record["dataset"],
+        record["loss"],
+        record["seed"],
+        record["loss_params"],
+        quick=record["budget"] == "quick",
+    )
+    if job["command"] != record["command"]:
+        raise RuntimeError(f"the recorded command is not this script's: {record['command']}")
+    result = runner(job["overrides"], log_dir / "reproduce")
+    name = "test_untuned/f1_macro"
+    check = {
+        "command": record["command"],
+        "recorded": record["metrics"][name],
+        "reproduced": result["metrics"][name],
+        "within_0.01": abs(result["metrics"][name] - record["metrics"][name]) <= 0.01,
+    }
+    store.reproductions = [r for r in store.reproductions if r["command"] != record["command"]]
+    store.reproductions.append(check)
+    store.save()
+    print(
+        f"reproduced {name}: recorded {check['recorded']:.6f}, re-run {check['reproduced']:.6f} "
+        f"({'within' if check['within_0.01'] else 'NOT within'} 0.01)",
+        flush=True,
+    )
+    return check
+
+
+def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="one seed, tiny budgets, no sweep")
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--quick", action="store_true", help="CI-sized: one seed, 1 epoch")
+    parser.add_argument("--datasets", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
+    parser.add_argument("--studies", nargs="+", choices=STUDIES, default=list(STUDIES))
     parser.add_argument(
-        "--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (quick: 0)"
+        "--batch-size-datasets", nargs="+", choices=list(VARIANTS), default=["yeast"]
     )
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results")
+    parser.add_argument("--log-dir", type=Path, default=REPO_ROOT / "logs", help="runs' log_dir")
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="default benchmarks/results (quick: logs/bench/quick)",
+        "--subprocess", action="store_true", help="each run in its own process (slower start-up)"
     )
-    parser.add_argument(
-        "--log-dir", type=Path, default=REPO_ROOT / "logs", help="paths.log_dir of the runs"
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
-    parser.add_argument(
-        "--report-only", action="store_true", help="only rebuild the table and chart"
-    )
+    parser.add_argument("--reproduce", action="store_true", help="re-run one recorded command")
+    parser.add_argument("--report-only", action="store_true", help="only tables and figures")
     args = parser.parse_args(argv)
 
-    budget = "quick" if args.quick else "full"
-    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else list(SEEDS))
-    out = args.out or (REPO_ROOT / ("logs/bench/quick" if args.quick else "benchmarks/results"))
+    out = args.out or REPO_ROOT / ("logs/bench/quick" if args.quick else "benchmarks/results")
     store = Store(out / "loss_comparison.json")
-    sweep = Store(out / "sigmoid_f1_sweep.json")
-    note = (
-        "Generated by `benchmarks/loss_comparison.py`"
-        + (" --quick (CI-sized budgets: not a result)" if args.quick else "")
-        + ". Mean ± std over seeds of each run's test split; every run is the `command` recorded "
-        "in `loss_comparison.json`. Best mean per column in bold (lowest for card. MAE)."
-    )
+    if args.reproduce:
+        check = reproduce(store, args.log_dir, runner or run_training)
+        write_reports(out, store, args.quick)
+        return 0 if check["within_0.01"] else 1
     if args.report_only:
-        write_reports(out, store, sweep, note)
+        write_reports(out, store, args.quick)
         return 0
 
+    runner = runner or (run_training if args.subprocess else run_in_process)
     failures = 0
-    started = time.perf_counter()
-    for dataset in args.datasets:
-        if budget == "quick":
-            params = QUICK_SIGMOID_F1
-        else:
-            sweep_jobs = [
-                {**make_job(dataset, "sigmoid_f1", SWEEP_SEED, budget, p, args.threads)}
-                for p in SIGMOID_F1_GRID
-            ]
-            print(f"== {dataset}: sigmoid_f1 sweep ({len(sweep_jobs)} settings, seed {SWEEP_SEED})")
-            failures += run_all(sweep_jobs, sweep, args.log_dir, args.threads, args.jobs)
-            params = choose_sigmoid_f1(sweep, dataset)
-            print(f"== {dataset}: sigmoid_f1 uses {' '.join(format_params(params))}")
-        jobs = [
-            make_job(
-                dataset, loss, seed, budget, params if loss == "sigmoid_f1" else {}, args.threads
-            )
-            for seed in seeds
-            for loss in args.losses
-        ]
-        print(f"== {dataset}: {len(jobs)} runs ({len(args.losses)} losses x {len(seeds)} seeds)")
-        failures += run_all(jobs, store, args.log_dir, args.threads, args.jobs)
-        write_reports(out, store, sweep, note)
-    print(f"Done in {(time.perf_counter() - started) / 60:.1f} min; results in {out}")
-    if failures:
-        print(f"{failures} runs FAILED (rerun to retry them)")
+    try:
+        for dataset in args.datasets:
+            for study in args.studies:
+                if study == "batch_size" and dataset not in args.batch_size_datasets:
+                    continue
+                if study == "sweep" and "sigmoid_f1" not in args.losses:
+                    continue
+                jobs = study_jobs(study, dataset, store, args.quick, args.losses)
+                print(f"== {study} on {dataset} ({VARIANTS[dataset].title}): {len(jobs)} runs")
+                failures += run_all(jobs, store, args.log_dir, runner)
+                write_reports(out, store, args.quick)
+    except KeyboardInterrupt:
+        write_reports(out, store, args.quick)
+        print(f"Interrupted; {len(store.runs)} runs recorded in {store.path}: rerun to continue")
+        return 130
+    print(f"Results in {out}" + (f"; {failures} runs FAILED (rerun to retry)" if failures else ""))
     return 1 if failures else 0
 
 

@@ -40,7 +40,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-# losses: seconds; throughput: minutes; loss_comparison: ~1 hour on 2 cores (resumable, skips recorded runs)
+# losses: seconds; throughput: minutes; loss_comparison: hours on 2 cores (resumable, skips recorded runs)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/losses.py
 	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/throughput.json

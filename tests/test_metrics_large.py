@@ -52,7 +52,9 @@ def test_large_collection_matches_exact_references(seed):
     counts = target.sum(0)
     counts[3] = 0  # a label never seen in training: the largest weight
     propensities = label_propensities(torch.from_numpy(counts), 1000)
-    collection = build_metrics(60, "val/", large_labels=50, propensities=propensities)
+    collection = build_metrics(
+        60, "val/", large_labels=50, train_label_counts=counts.tolist(), train_size=1000
+    )
     values = update_in_chunks(collection, scores, target)
 
     assert "map_macro" not in values
@@ -76,7 +78,7 @@ def test_the_size_decides_the_collection_and_psp_needs_propensities():
         *(f"test/{name}" for name in COUNT_OUTPUTS),
         *(f"test/{kind}_at_{k}" for kind in ("precision", "ndcg") for k in (1, 2)),
     }
-    assert "test/map_macro" in build_metrics(5000, "test/", large_labels=None).keys()
+    assert "map_macro" in build_metrics(5000, "test/", large_labels=None)
     with pytest.raises(ValueError, match="propensities"):
         TopKRanking("psp", 1)
     with pytest.raises(ValueError, match="top_k"):
@@ -88,7 +90,7 @@ def test_the_size_decides_the_collection_and_psp_needs_propensities():
 def test_states_do_not_grow_with_the_number_of_examples():
     def state_numbers(rows: int) -> int:
         collection = build_metrics(
-            2000, "val/", large_labels=1000, propensities=torch.full((2000,), 0.5)
+            2000, "val/", large_labels=1000, train_label_counts=[5] * 2000, train_size=100
         )
         generator = torch.Generator().manual_seed(rows)
         collection.update(
@@ -106,9 +108,9 @@ def test_states_do_not_grow_with_the_number_of_examples():
 
 def test_chunked_updates_equal_one_update_in_the_large_collection():
     scores, target = sparse_problem(n=150, seed=3)
-    propensities = label_propensities(torch.from_numpy(target.sum(0)), 150)
-    whole = build_metrics(60, "v/", large_labels=10, propensities=propensities)
-    chunked = build_metrics(60, "v/", large_labels=10, propensities=propensities)
+    counts = {"train_label_counts": torch.from_numpy(target.sum(0)), "train_size": 150}
+    whole = build_metrics(60, "v/", large_labels=10, **counts)
+    chunked = build_metrics(60, "v/", large_labels=10, **counts)
     whole.update(torch.from_numpy(scores), torch.from_numpy(target).int())
     updates = ChunkedUpdates(chunked, max_elements=700)
     for rows in np.array_split(np.arange(150), 9):

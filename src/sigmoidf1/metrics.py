@@ -147,7 +147,10 @@ def build_metrics(
     ap_thresholds: int | None = None,
     large_labels: int | None = LARGE_LABELS,
     top_k: Sequence[int] = TOP_K,
-    propensities: Tensor | None = None,
+    train_label_counts: Tensor | Sequence[int] | None = None,
+    train_size: int | None = None,
+    propensity_a: float = PROPENSITY_A,
+    propensity_b: float = PROPENSITY_B,
 ) -> MetricCollection:
     """Build the collection of ``METRIC_NAMES`` for one stage, with keys ``{prefix}{name}``.
 
@@ -160,10 +163,16 @@ def build_metrics(
             ``map_macro`` dropped, ranking metrics added, states independent of the number of
             examples); ``None`` never switches.
         top_k: the ``k`` of the ranking metrics (large-label collection only).
-        propensities: ``[L]`` label propensities (``label_propensities``) for ``psp_at_k``; without
-            them the collection has no ``psp_at_k``.
+        train_label_counts, train_size: training examples per label ``[L]`` and in all, for the
+            propensities of ``psp_at_k`` (``label_propensities`` with ``propensity_a``,
+            ``propensity_b``); without them the collection has no ``psp_at_k``.
     """
     if large_labels is not None and num_labels > large_labels:
+        propensities = None
+        if train_label_counts is not None and train_size:
+            propensities = label_propensities(
+                train_label_counts, train_size, propensity_a, propensity_b
+            )
         return build_large_label_metrics(num_labels, prefix, top_k, propensities)
     kw = {"num_labels": num_labels, "threshold": 0.5}
     metrics = {

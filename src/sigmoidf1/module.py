@@ -50,6 +50,10 @@ class MultilabelClassifier(L.LightningModule):
         monitor: the metric a plateau scheduler follows (the run's ``optimized_metric``).
         threshold: initial decision threshold of every label (tuned per label by a callback).
         ap_thresholds: ``None`` for exact average precision, an int for binned (constant memory).
+        metrics: options of ``build_metrics`` (``large_labels``, ``top_k``, ``propensity_a``,
+            ``propensity_b``): above ``large_labels`` labels, the large-label metric set.
+        train_label_counts, train_size: training examples per label and in all (from the
+            DataModule), for the propensity-scored ``psp_at_k`` of the large-label set.
         compile: ``torch.compile`` the backbone (in place: parameter names are unchanged).
         run_config: the run's resolved config (secrets masked), kept in the checkpoint so that
             ``sigmoidf1-eval`` and ``sigmoidf1-predict`` rebuild the data preprocessing from it.
@@ -70,6 +74,9 @@ class MultilabelClassifier(L.LightningModule):
         monitor: str = "val/f1_macro",
         threshold: float = 0.5,
         ap_thresholds: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        train_label_counts: Sequence[int] | None = None,
+        train_size: int | None = None,
         compile: bool = False,
         run_config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -94,6 +101,9 @@ class MultilabelClassifier(L.LightningModule):
                 "monitor": monitor,
                 "threshold": float(threshold),
                 "ap_thresholds": ap_thresholds,
+                "metrics": _plain(metrics or {}),
+                "train_label_counts": _plain(train_label_counts),
+                "train_size": train_size,
                 "compile": bool(compile),
                 "run_config": _plain(run_config or {}),
             },
@@ -112,7 +122,14 @@ class MultilabelClassifier(L.LightningModule):
         self.register_buffer("thresholds", torch.full((num_labels,), hp.threshold))
         self._metric_updates = {}
         for stage in STAGES:  # attributes `train_metrics`, `train_loss`, `val_metrics` ...
-            metrics = build_metrics(num_labels, f"{stage}/", ap_thresholds)
+            metrics = build_metrics(
+                num_labels,
+                f"{stage}/",
+                ap_thresholds,
+                train_label_counts=hp.train_label_counts,
+                train_size=hp.train_size,
+                **hp.metrics,
+            )
             setattr(self, f"{stage}_metrics", metrics)
             self._metric_updates[stage] = ChunkedUpdates(metrics)
             # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean

@@ -213,21 +213,10 @@ def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(denominator > 0, numerator / denominator.clamp_min(1e-300), 0.0)
 
 
-def _column_and_row_sums(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """``(mask.sum(0) [L], mask.sum(1) [B])`` of a bool ``[B, L]`` matrix, as float64.
-
-    On a CPU, through the positions of its ones (``nonzero`` + ``bincount``): a sparse mask, as
-    multilabel targets and predictions are, is summed several times faster than by reducing the
-    dense matrix along its first dimension. Elsewhere, dense sums (no host-device sync).
-    """
-    if mask.device.type == "cpu":
-        rows, columns = mask.nonzero(as_tuple=True)
-        return (
-            torch.bincount(columns, minlength=mask.shape[1]).double(),
-            torch.bincount(rows, minlength=mask.shape[0]).double(),
-        )
-    dense = mask.to(torch.float32)
-    return dense.sum(0).double(), dense.sum(1).double()
+def _positions(target: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rows, columns)`` of the ones of ``target`` ``[B, L]``: a multilabel target matrix is
+    sparse, and every count below is a ``bincount`` over these positions."""
+    return target.nonzero(as_tuple=True)
 
 
 class MultilabelCounts(Metric):
@@ -269,11 +258,16 @@ class MultilabelCounts(Metric):
         self.add_state("examples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        decided = preds >= self.threshold
-        truth = target.bool()
-        predicted_per_label, predicted_per_example = _column_and_row_sums(decided)
-        true_per_label, true_per_example = _column_and_row_sums(truth)
-        hits_per_label, hits_per_example = _column_and_row_sums(decided & truth)
+        batch, num_labels = preds.shape
+        decided = (preds >= self.threshold).to(torch.float32)  # dense: early models predict a lot
+        predicted_per_label = decided.sum(0).double()
+        predicted_per_example = decided.sum(1).double()
+        rows, columns = _positions(target)
+        hit = decided[rows, columns].double()
+        true_per_label = torch.bincount(columns, minlength=num_labels).double()
+        true_per_example = torch.bincount(rows, minlength=batch).double()
+        hits_per_label = torch.bincount(columns, hit, minlength=num_labels)
+        hits_per_example = torch.bincount(rows, hit, minlength=batch)
         self.tp += hits_per_label
         self.fp += predicted_per_label - hits_per_label
         self.fn += true_per_label - hits_per_label
@@ -364,7 +358,8 @@ class TopKRanking(Metric):
         self.add_state("examples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        depth = min(self.top_k[-1], preds.shape[1])
+        batch, num_labels = preds.shape
+        depth = min(self.top_k[-1], num_labels)
         order = torch.topk(preds, depth, dim=1).indices  # [B, depth]
         relevant = target.gather(1, order).double()
         positions = torch.arange(depth, device=preds.device, dtype=torch.float64)
@@ -372,12 +367,12 @@ class TopKRanking(Metric):
         hits = relevant.cumsum(1)  # [B, depth]: positives among the top 1, 2, ...
         dcg = (relevant * discount).cumsum(1)
         best_dcg = discount.cumsum(0)  # IDCG for 1, 2, ... positives
-        positives = target.sum(1).double()
+        rows, columns = _positions(target)
+        positives = torch.bincount(rows, minlength=batch).double()
         if self.inverse_propensity is not None:
-            weight = self.inverse_propensity
+            weight = self.inverse_propensity.double()
             gains = (relevant * weight[order]).cumsum(1)
-            best = torch.topk(target.to(weight.dtype) * weight, depth, dim=1).values
-            best_gains = best.double().cumsum(1)
+            best_gains = _largest_per_row(rows, weight[columns], positives, depth).cumsum(1)
         for index, k in enumerate(self.top_k):
             last = min(k, depth) - 1
             self.precision_sum[index] += hits[:, last].sum() / k
@@ -394,6 +389,26 @@ class TopKRanking(Metric):
             return _ratio(self.psp_sum[index], self.psp_best_sum[index]).float()
         total = self.precision_sum if self.kind == "precision" else self.ndcg_sum
         return _ratio(total[index], self.examples.double()).float()
+
+
+def _largest_per_row(rows: Tensor, values: Tensor, counts: Tensor, depth: int) -> Tensor:
+    """``[B, depth]``: each row's ``depth`` largest ``values`` in decreasing order, 0-padded.
+
+    ``values[j]`` belongs to row ``rows[j]`` (rows non-decreasing, as ``nonzero`` gives them);
+    ``counts [B]`` holds how many each row has. Two stable sorts group the values by row, largest
+    first; the rank inside its row places each value.
+    """
+    out = values.new_zeros((len(counts), depth))
+    if values.numel() == 0:
+        return out
+    by_value = torch.argsort(values, descending=True, stable=True)
+    order = by_value[torch.argsort(rows[by_value], stable=True)]
+    rows, values = rows[order], values[order]
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(len(rows), device=rows.device) - starts[rows].long()
+    keep = rank < depth
+    out[rows[keep], rank[keep]] = values[keep]
+    return out
 
 
 def label_propensities(

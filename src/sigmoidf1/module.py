@@ -89,6 +89,12 @@ class MultilabelClassifier(L.LightningModule):
             raise ValueError(
                 f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
+        # plain containers before Lightning compares every argument with the hyperparameters:
+        # comparing a DictConfig with a dict wraps the dict in OmegaConf nodes (minutes for the
+        # 17k label names of data=wordnet)
+        backbone, loss, optimizer, scheduler, metrics = map(
+            _plain, (backbone, loss, optimizer, scheduler, metrics)
+        )
         self.save_hyperparameters(
             {
                 "backbone": _plain(backbone),

@@ -10,6 +10,11 @@ JSON line per input row, in input order::
 reaches that label's threshold (the thresholds tuned during training, stored in the checkpoint).
 The output is written to a temporary file renamed at the end, so an interrupted run never leaves
 a partial file under the requested name.
+
+``top_k=k`` (for large label spaces, where a row of every score is hundreds of kilobytes):
+``scores`` holds only the row's ``k`` highest probabilities, highest first, and ``labels`` those
+of them that reach their threshold (the threshold still decides; ``top_k`` only bounds the
+output, so a row can have fewer than ``k`` labels, or none).
 """
 
 from __future__ import annotations
@@ -68,15 +73,46 @@ def predict_batches(
 
 
 def format_rows(
-    probabilities: Tensor, predicted: Tensor, label_names: Sequence[str], decimals: int | None
+    probabilities: Tensor,
+    predicted: Tensor,
+    label_names: Sequence[str],
+    decimals: int | None,
+    top_k: int | None = None,
 ) -> Iterator[str]:
-    """One JSON line per row: ``{"labels": [...], "scores": {name: probability}}``."""
+    """One JSON line per row: ``{"labels": [...], "scores": {name: probability}}``.
+
+    With ``top_k``, only the ``k`` highest probabilities of a row, highest first, and the labels
+    among them that ``predicted`` marks (in that order).
+    """
+    if top_k is not None:
+        yield from _top_k_rows(probabilities, predicted, label_names, decimals, top_k)
+        return
     for row_probs, row_predicted in zip(probabilities.tolist(), predicted.tolist(), strict=True):
         scores = {
             name: (round(p, decimals) if decimals is not None else p)
             for name, p in zip(label_names, row_probs, strict=True)
         }
         labels = [name for name, hit in zip(label_names, row_predicted, strict=True) if hit]
+        yield json.dumps({"labels": labels, "scores": scores}) + "\n"
+
+
+def _top_k_rows(
+    probabilities: Tensor,
+    predicted: Tensor,
+    label_names: Sequence[str],
+    decimals: int | None,
+    top_k: int,
+) -> Iterator[str]:
+    values, indices = torch.topk(probabilities, min(top_k, probabilities.shape[1]), dim=1)
+    hits = predicted.gather(1, indices)
+    for row_values, row_indices, row_hits in zip(
+        values.tolist(), indices.tolist(), hits.tolist(), strict=True
+    ):
+        scores = {
+            label_names[i]: (round(p, decimals) if decimals is not None else p)
+            for p, i in zip(row_values, row_indices, strict=True)
+        }
+        labels = [label_names[i] for i, hit in zip(row_indices, row_hits, strict=True) if hit]
         yield json.dumps({"labels": labels, "scores": scores}) + "\n"
 
 
@@ -88,6 +124,9 @@ def _open_output(path: Path, compress: bool) -> IO[str]:
 
 def predict(cfg: DictConfig) -> Path:
     """Write predictions for ``cfg.input`` to ``cfg.output``; return the output path."""
+    top_k = cfg.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k must be null or an integer >= 1, got {top_k!r}")
     apply_extras(cfg)
     if cfg.batch_size is not None and int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
@@ -119,7 +158,9 @@ def predict(cfg: DictConfig) -> Path:
     ):
         task = progress.add_task("predict", total=len(dataset))
         for probabilities, predicted in predict_batches(model, loader, device):
-            handle.writelines(format_rows(probabilities, predicted, label_names, cfg.decimals))
+            handle.writelines(
+                format_rows(probabilities, predicted, label_names, cfg.decimals, top_k)
+            )
             rows += len(probabilities)
             progress.advance(task, len(probabilities))
     log.info(f"Wrote {rows} predictions to {output}")

@@ -51,7 +51,8 @@ class MultilabelClassifier(L.LightningModule):
         threshold: initial decision threshold of every label (tuned per label by a callback).
         ap_thresholds: ``None`` for exact average precision, an int for binned (constant memory).
         metrics: options of ``build_metrics`` (``large_labels``, ``top_k``, ``propensity_a``,
-            ``propensity_b``): above ``large_labels`` labels, the large-label metric set.
+            ``propensity_b``): above ``large_labels`` labels, the large-label metric set; and
+            ``train`` (default true): ``false`` computes no metric on the training batches.
         train_label_counts, train_size: training examples per label and in all (from the
             DataModule), for the propensity-scored ``psp_at_k`` of the large-label set.
         compile: ``torch.compile`` the backbone (in place: parameter names are unchanged).
@@ -127,6 +128,10 @@ class MultilabelClassifier(L.LightningModule):
         num_labels = len(self.label_names)
         self.register_buffer("thresholds", torch.full((num_labels,), hp.threshold))
         self._metric_updates = {}
+        metric_options = dict(hp.metrics)
+        # off for large label spaces: on 65k x 17k training scores per epoch the metrics cost
+        # about a fifth of each step; the loss is still logged
+        self.train_metrics_on = bool(metric_options.pop("train", True))
         for stage in STAGES:  # attributes `train_metrics`, `train_loss`, `val_metrics` ...
             metrics = build_metrics(
                 num_labels,
@@ -134,7 +139,7 @@ class MultilabelClassifier(L.LightningModule):
                 ap_thresholds,
                 train_label_counts=hp.train_label_counts,
                 train_size=hp.train_size,
-                **hp.metrics,
+                **metric_options,
             )
             setattr(self, f"{stage}_metrics", metrics)
             self._metric_updates[stage] = ChunkedUpdates(metrics)
@@ -162,7 +167,8 @@ class MultilabelClassifier(L.LightningModule):
         if stage == "train" and self._is_logging_step():
             self._stop_if_not_finite(loss)
             self.log("train/loss_step", loss.detach(), prog_bar=True, batch_size=batch_size)
-        self._metric_updates[stage].add(self.predict_proba(logits.detach()), targets.int())
+        if stage != "train" or self.train_metrics_on:
+            self._metric_updates[stage].add(self.predict_proba(logits.detach()), targets.int())
         return loss, logits
 
     # Speed: a Lightning `log` call or a metric update per step costs more than a small model's
@@ -190,7 +196,8 @@ class MultilabelClassifier(L.LightningModule):
         self._metric_updates[stage].flush()
         loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         self.log(loss_name, getattr(self, f"{stage}_loss"), prog_bar=True)
-        self.log_dict(getattr(self, f"{stage}_metrics"))
+        if stage != "train" or self.train_metrics_on:
+            self.log_dict(getattr(self, f"{stage}_metrics"))
 
     def on_train_epoch_start(self) -> None:
         self._metric_updates["train"].clear()

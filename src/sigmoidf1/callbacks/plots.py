@@ -160,11 +160,18 @@ def label_count_histogram(
     """
     fig = _figure(7.5, 4.0)
     ax = fig.add_subplot()
-    width = 0.4
-    ax.bar(counts - width / 2, true_examples, width, color="#8C8C8C", label="true labels")
-    ax.bar(counts + width / 2, predicted_examples, width, color="#4C72B0", label="predicted labels")
-    if len(counts) <= 40:  # beyond, the default locator keeps the ticks readable
+    if len(counts) <= 60:
+        width = 0.4
+        ax.bar(counts - width / 2, true_examples, width, color="#8C8C8C", label="true labels")
+        ax.bar(
+            counts + width / 2, predicted_examples, width, color="#4C72B0", label="predicted labels"
+        )
         ax.set_xticks(counts)
+    else:  # a wide range (an example predicted with thousands of labels): two step lines
+        ax.step(counts, true_examples, where="mid", color="#8C8C8C", label="true labels")
+        ax.step(counts, predicted_examples, where="mid", color="#4C72B0", label="predicted labels")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_yscale("symlog", linthresh=1)
     ax.set_xlabel("number of labels of an example")
     ax.set_ylabel("examples")
     ax.set_title(title)

@@ -152,6 +152,7 @@ def test_the_module_builds_the_large_set_with_psp_and_can_skip_training_metrics(
     assert "psp_at_2" in model.val_metrics and "map_macro" not in model.test_metrics
     assert not model.train_metrics_on
     batch = (torch.randn(6, 5), (torch.rand(6, 12) < 0.3).float())
+    model._is_logging_step = lambda: False  # no trainer attached: no step logging
     model._step(batch, "train")
     model._step(batch, "val")
     assert model._metric_updates["train"]._elements == 0

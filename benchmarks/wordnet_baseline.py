@@ -135,7 +135,7 @@ def main() -> None:
     metric_options = {
         "train_label_counts": counts,
         "train_size": train_size,
-        **{k: v for k, v in cfg.model.metrics.items()},
+        **{k: v for k, v in cfg.model.metrics.items() if k != "train"},  # build_metrics' options
     }
 
     def logits_of(ids, offsets, tfidf):

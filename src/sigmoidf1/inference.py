@@ -11,6 +11,11 @@ reaches that label's threshold (the thresholds tuned during training, stored in 
 The output is written to a temporary file renamed at the end, so an interrupted run never leaves
 a partial file under the requested name. ``sigmoidf1-serve`` (``sigmoidf1.serving``) uses the same
 steps on rows held in memory: ``rows_dataset``, ``predict_batches``, ``prediction_records``.
+
+``top_k=k`` (for large label spaces, where a row of every score is hundreds of kilobytes):
+``scores`` holds only the row's ``k`` highest probabilities, highest first, and ``labels`` those
+of them that reach their threshold (the threshold still decides; ``top_k`` only bounds the
+output, so a row can have fewer than ``k`` labels, or none).
 """
 
 from __future__ import annotations
@@ -72,9 +77,20 @@ def predict_batches(
 
 
 def prediction_records(
-    probabilities: Tensor, predicted: Tensor, label_names: Sequence[str], decimals: int | None
+    probabilities: Tensor,
+    predicted: Tensor,
+    label_names: Sequence[str],
+    decimals: int | None,
+    top_k: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One ``{"labels": [...], "scores": {name: probability}}`` per row of ``[rows, L]`` tensors."""
+    """One ``{"labels": [...], "scores": {name: probability}}`` per row of ``[rows, L]`` tensors.
+
+    With ``top_k``, only the ``k`` highest probabilities of a row, highest first, and the labels
+    among them that ``predicted`` marks (in that order).
+    """
+    if top_k is not None:
+        yield from _top_k_records(probabilities, predicted, label_names, decimals, top_k)
+        return
     for row_probs, row_predicted in zip(probabilities.tolist(), predicted.tolist(), strict=True):
         scores = {
             name: (round(p, decimals) if decimals is not None else p)
@@ -85,10 +101,14 @@ def prediction_records(
 
 
 def format_rows(
-    probabilities: Tensor, predicted: Tensor, label_names: Sequence[str], decimals: int | None
+    probabilities: Tensor,
+    predicted: Tensor,
+    label_names: Sequence[str],
+    decimals: int | None,
+    top_k: int | None = None,
 ) -> Iterator[str]:
     """One JSON line per row: ``{"labels": [...], "scores": {name: probability}}``."""
-    for record in prediction_records(probabilities, predicted, label_names, decimals):
+    for record in prediction_records(probabilities, predicted, label_names, decimals, top_k):
         yield json.dumps(record) + "\n"
 
 
@@ -113,6 +133,26 @@ def rows_dataset(datamodule: Any, rows: Sequence[Mapping[str, Any]]) -> Dataset:
             raise DataError(message.replace(str(path), "inputs")) from None
 
 
+def _top_k_records(
+    probabilities: Tensor,
+    predicted: Tensor,
+    label_names: Sequence[str],
+    decimals: int | None,
+    top_k: int,
+) -> Iterator[dict[str, Any]]:
+    values, indices = torch.topk(probabilities, min(top_k, probabilities.shape[1]), dim=1)
+    hits = predicted.gather(1, indices)
+    for row_values, row_indices, row_hits in zip(
+        values.tolist(), indices.tolist(), hits.tolist(), strict=True
+    ):
+        scores = {
+            label_names[i]: (round(p, decimals) if decimals is not None else p)
+            for p, i in zip(row_values, row_indices, strict=True)
+        }
+        labels = [label_names[i] for i, hit in zip(row_indices, row_hits, strict=True) if hit]
+        yield {"labels": labels, "scores": scores}
+
+
 def _open_output(path: Path, compress: bool) -> IO[str]:
     if compress:
         return gzip.open(path, "wt", encoding="utf-8")
@@ -121,6 +161,9 @@ def _open_output(path: Path, compress: bool) -> IO[str]:
 
 def predict(cfg: DictConfig) -> Path:
     """Write predictions for ``cfg.input`` to ``cfg.output``; return the output path."""
+    top_k = cfg.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k must be null or an integer >= 1, got {top_k!r}")
     apply_extras(cfg)
     if cfg.batch_size is not None and int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
@@ -152,7 +195,9 @@ def predict(cfg: DictConfig) -> Path:
     ):
         task = progress.add_task("predict", total=len(dataset))
         for probabilities, predicted in predict_batches(model, loader, device):
-            handle.writelines(format_rows(probabilities, predicted, label_names, cfg.decimals))
+            handle.writelines(
+                format_rows(probabilities, predicted, label_names, cfg.decimals, top_k)
+            )
             rows += len(probabilities)
             progress.advance(task, len(probabilities))
     log.info(f"Wrote {rows} predictions to {output}")

@@ -50,6 +50,11 @@ class MultilabelClassifier(L.LightningModule):
         monitor: the metric a plateau scheduler follows (the run's ``optimized_metric``).
         threshold: initial decision threshold of every label (tuned per label by a callback).
         ap_thresholds: ``None`` for exact average precision, an int for binned (constant memory).
+        metrics: options of ``build_metrics`` (``large_labels``, ``top_k``, ``propensity_a``,
+            ``propensity_b``): above ``large_labels`` labels, the large-label metric set; and
+            ``train`` (default true): ``false`` computes no metric on the training batches.
+        train_label_counts, train_size: training examples per label and in all (from the
+            DataModule), for the propensity-scored ``psp_at_k`` of the large-label set.
         compile: ``torch.compile`` the backbone (in place: parameter names are unchanged).
         run_config: the run's resolved config (secrets masked), kept in the checkpoint so that
             ``sigmoidf1-eval`` and ``sigmoidf1-predict`` rebuild the data preprocessing from it.
@@ -70,6 +75,9 @@ class MultilabelClassifier(L.LightningModule):
         monitor: str = "val/f1_macro",
         threshold: float = 0.5,
         ap_thresholds: int | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        train_label_counts: Sequence[int] | None = None,
+        train_size: int | None = None,
         compile: bool = False,
         run_config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -82,6 +90,12 @@ class MultilabelClassifier(L.LightningModule):
             raise ValueError(
                 f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
+        # plain containers before Lightning compares every argument with the hyperparameters:
+        # comparing a DictConfig with a dict wraps the dict in OmegaConf nodes (minutes for the
+        # 17k label names of data=wordnet)
+        backbone, loss, optimizer, scheduler, metrics = map(
+            _plain, (backbone, loss, optimizer, scheduler, metrics)
+        )
         self.save_hyperparameters(
             {
                 "backbone": _plain(backbone),
@@ -94,6 +108,9 @@ class MultilabelClassifier(L.LightningModule):
                 "monitor": monitor,
                 "threshold": float(threshold),
                 "ap_thresholds": ap_thresholds,
+                "metrics": _plain(metrics or {}),
+                "train_label_counts": _plain(train_label_counts),
+                "train_size": train_size,
                 "compile": bool(compile),
                 "run_config": _plain(run_config or {}),
             },
@@ -111,8 +128,19 @@ class MultilabelClassifier(L.LightningModule):
         num_labels = len(self.label_names)
         self.register_buffer("thresholds", torch.full((num_labels,), hp.threshold))
         self._metric_updates, self._loss_updates = {}, {}
+        metric_options = dict(hp.metrics)
+        # off for large label spaces: on 65k x 17k training scores per epoch the metrics cost
+        # about a fifth of each step; the loss is still logged
+        self.train_metrics_on = bool(metric_options.pop("train", True))
         for stage in STAGES:  # attributes `train_metrics`, `train_loss`, `val_metrics` ...
-            metrics = build_metrics(num_labels, f"{stage}/", ap_thresholds)
+            metrics = build_metrics(
+                num_labels,
+                f"{stage}/",
+                ap_thresholds,
+                train_label_counts=hp.train_label_counts,
+                train_size=hp.train_size,
+                **metric_options,
+            )
             setattr(self, f"{stage}_metrics", metrics)
             self._metric_updates[stage] = ChunkedUpdates(metrics)
             # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean
@@ -144,7 +172,8 @@ class MultilabelClassifier(L.LightningModule):
         if stage == "train" and self._is_logging_step():
             self._stop_if_not_finite(loss)
             self.log("train/loss_step", loss.detach(), prog_bar=True, batch_size=batch_size)
-        self._metric_updates[stage].add(self.predict_proba(logits.detach()), targets.int())
+        if stage != "train" or self.train_metrics_on:
+            self._metric_updates[stage].add(self.predict_proba(logits.detach()), targets.int())
         return loss, logits
 
     # Speed: a Lightning `log` call or a metric update per step costs more than a small model's
@@ -173,7 +202,8 @@ class MultilabelClassifier(L.LightningModule):
         self._loss_updates[stage].flush()
         loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         self.log(loss_name, getattr(self, f"{stage}_loss"), prog_bar=True)
-        self.log_dict(getattr(self, f"{stage}_metrics"))
+        if stage != "train" or self.train_metrics_on:
+            self.log_dict(getattr(self, f"{stage}_metrics"))
 
     def on_train_epoch_start(self) -> None:
         self._metric_updates["train"].clear()

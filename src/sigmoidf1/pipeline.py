@@ -31,6 +31,7 @@ from sigmoidf1.checkpoints import (
     trained_config,
 )
 from sigmoidf1.lr_find import find_learning_rate
+from sigmoidf1.metrics import label_counts
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
 from sigmoidf1.utils.ddp_relaunch import one_job_per_launch
@@ -63,14 +64,18 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> Multilabe
     """``cfg.model`` sized from ``datamodule``, with ``cfg.loss``; the run config is stored with it
     (secrets masked) for checkpoints and the loggers' hyperparameters."""
     log.info(f"Instantiating model <{cfg.model._target_}> with loss '{cfg.loss.get('name')}'")
-    return hydra.utils.instantiate(
-        cfg.model,
+    train_label_counts, train_size = label_counts(datamodule.train_set)  # for psp@k
+    # partial first: arguments given to `instantiate` become OmegaConf nodes, which takes
+    # seconds for the 17k label names of data=wordnet
+    make_model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False)
+    return make_model(
         label_names=datamodule.label_names,
         backbone_inputs=datamodule.backbone_inputs,
+        train_label_counts=train_label_counts.tolist(),
+        train_size=train_size,
         loss=cfg.loss,
         monitor=cfg.get("optimized_metric", "val/f1_macro"),
         run_config=scrub(OmegaConf.to_container(cfg, resolve=True)),
-        _recursive_=False,  # the module instantiates its backbone, loss and optimizer itself
     )
 
 

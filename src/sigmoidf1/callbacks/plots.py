@@ -34,17 +34,19 @@ def f1_bar_chart(
     recall: np.ndarray,
     support: np.ndarray,
     title: str = "Per-label F1 (test)",
+    rows: Sequence[int] | None = None,
 ) -> Figure:
     """Horizontal F1 bar per label with precision and recall markers, most frequent label on top.
 
     All arrays have shape ``[num_labels]``; ``support`` is the number of positive test examples.
-    The dashed line is the macro F1 (the plain mean of the bars).
+    ``rows``: draw only these labels, in this order (e.g. the best and the worst ones). The dashed
+    line is the macro F1 of all labels (the plain mean of ``f1``).
     """
-    order = np.argsort(-support, kind="stable")
+    order = np.argsort(-support, kind="stable") if rows is None else np.asarray(rows, dtype=int)
     num_labels = len(label_names)
-    fig = _figure(7.5, 1.3 + 0.3 * num_labels)
+    fig = _figure(7.5, 1.3 + 0.3 * len(order))
     ax = fig.add_subplot()
-    y = np.arange(num_labels)
+    y = np.arange(len(order))
     ax.barh(y, f1[order], color="#4C72B0", height=0.7, label="F1")
     marks = {"zorder": 3, "clip_on": False}  # a score of exactly 1 stays visible on the frame
     ax.scatter(precision[order], y, marker="|", s=120, color="#DD8452", label="precision", **marks)
@@ -58,6 +60,45 @@ def f1_bar_chart(
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
+    return fig
+
+
+def bucket_chart(
+    buckets: Sequence[Sequence[float]], title: str = "F1 by label frequency"
+) -> Figure:
+    """Mean F1, precision, recall and average precision of the labels of each frequency bucket,
+    and the bucket's pooled (micro) F1, as grouped bars.
+
+    ``buckets``: rows of ``report.BUCKET_COLUMNS`` (support range, labels, positives, the four
+    means, micro F1); each group is labelled with its support range and number of labels.
+    """
+    fig = _figure(max(7.5, 1.2 * len(buckets) + 2), 4.5)
+    ax = fig.add_subplot()
+    x = np.arange(len(buckets))
+    series = [
+        ("mean F1", 4, "#4C72B0"),
+        ("mean precision", 5, "#DD8452"),
+        ("mean recall", 6, "#2A9D55"),
+        ("mean AP", 7, "#8172B3"),
+        ("micro F1", 8, "#8C8C8C"),
+    ]
+    width = 0.8 / len(series)
+    for index, (name, column, color) in enumerate(series):
+        values = [row[column] for row in buckets]
+        ax.bar(x + (index - 2) * width, values, width, color=color, label=name)
+    ax.set_xticks(
+        x,
+        [
+            f"{int(r[0])}" + (f"-{int(r[1])}" if r[1] != r[0] else "") + f"\n{int(r[2]):,} labels"
+            for r in buckets
+        ],
+        fontsize="small",
+    )
+    ax.set_xlabel("positive test examples of a label")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", ncols=len(series), loc="upper left")
     return fig
 
 
@@ -119,10 +160,18 @@ def label_count_histogram(
     """
     fig = _figure(7.5, 4.0)
     ax = fig.add_subplot()
-    width = 0.4
-    ax.bar(counts - width / 2, true_examples, width, color="#8C8C8C", label="true labels")
-    ax.bar(counts + width / 2, predicted_examples, width, color="#4C72B0", label="predicted labels")
-    ax.set_xticks(counts)
+    if len(counts) <= 60:
+        width = 0.4
+        ax.bar(counts - width / 2, true_examples, width, color="#8C8C8C", label="true labels")
+        ax.bar(
+            counts + width / 2, predicted_examples, width, color="#4C72B0", label="predicted labels"
+        )
+        ax.set_xticks(counts)
+    else:  # a wide range (an example predicted with thousands of labels): two step lines
+        ax.step(counts, true_examples, where="mid", color="#8C8C8C", label="true labels")
+        ax.step(counts, predicted_examples, where="mid", color="#4C72B0", label="predicted labels")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_yscale("symlog", linthresh=1)
     ax.set_xlabel("number of labels of an example")
     ax.set_ylabel("examples")
     ax.set_title(title)

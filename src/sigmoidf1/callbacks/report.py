@@ -15,8 +15,23 @@ writes to ``output_dir`` (``<run dir>/report/`` in the configs):
                        [L], ``label_names`` [L] (when ``save_predictions``)
 =====================  ============================================================================
 
-It then hands the same report to the loggers present: W&B gets a ``wandb.Table``, a bar chart, a
-precision-recall line chart and the three images; TensorBoard the three figures; MLflow the files as
+Above ``max_labels_plotted`` labels (50 by default) one bar per label would be unreadable, so
+``f1_per_label.png`` gives way to a summary (the CSVs stay complete):
+
+=========================  ========================================================================
+``frequency_buckets.csv``  labels grouped by test support (0, 1, 2-4, 5-9, 10-19, 20-49, ...):
+                           labels, positives, mean F1 / precision / recall / AP, micro F1
+``f1_by_frequency.png``    those buckets as bars
+``f1_top_bottom.png``      the ``top_bottom`` best and worst labels by F1 among those with at least
+                           ``min_support_ranked`` test positives
+=========================  ========================================================================
+
+and the pooled precision-recall curve is binned (1,000 probability bins) once the test scores
+exceed ``2^24`` values, instead of sorting them all.
+
+It then hands the same report to the loggers present: W&B gets a ``wandb.Table`` (at most
+``max_table_rows`` labels, the most frequent; plus the bucket table when there is one), a bar
+chart, a precision-recall line chart and the images; TensorBoard the figures; MLflow the files as
 run artifacts. CSV-only runs have the files.
 
 Definitions, per label ``l`` over the N test examples: the decision is ``d = sigmoid(z) >= t_l``
@@ -25,8 +40,9 @@ computed exactly as the test metrics compute it; ``tp = sum(d * y)``, ``fp = sum
 ``fn = sum((1 - d) * y)``, ``precision = tp / (tp + fp)``, ``recall = tp / (tp + fn)``,
 ``f1 = 2 tp / (2 tp + fp + fn)``, each 0 when its denominator is 0 (torchmetrics'
 ``zero_division``),
-so the mean of the ``f1`` column is ``test/f1_macro``. ``average_precision`` is torchmetrics'
-(exact), whose mean is ``test/map_macro`` with ``ap_thresholds: null``.
+so the mean of the ``f1`` column is ``test/f1_macro``. ``average_precision`` is exact
+(``average_precision_per_label``: scikit-learn's and torchmetrics' definition, ties included),
+whose mean is ``test/map_macro`` with ``ap_thresholds: null``.
 
 Under DDP, Lightning's ``DistributedSampler`` pads the test set by repeating examples so that every
 process gets the same number; the gathered rows are put back in dataset order and the repeats
@@ -58,11 +74,32 @@ log = get_logger(__name__)
 PER_LABEL_FILE = "per_label.csv"
 LABEL_COUNTS_FILE = "label_counts.csv"
 PREDICTIONS_FILE = "predictions.npz"
+BUCKETS_FILE = "frequency_buckets.csv"
 FIGURE_FILES = {
     "f1_per_label": "f1_per_label.png",
     "pr_curves": "pr_curves.png",
     "label_counts": "label_counts.png",
 }
+# above max_labels_plotted labels, instead of f1_per_label.png
+LARGE_FIGURE_FILES = {
+    "f1_by_frequency": "f1_by_frequency.png",
+    "f1_top_bottom": "f1_top_bottom.png",
+    "pr_curves": "pr_curves.png",
+    "label_counts": "label_counts.png",
+}
+BUCKET_COLUMNS = (
+    "support_from",
+    "support_to",
+    "labels",
+    "positives",
+    "f1_mean",
+    "precision_mean",
+    "recall_mean",
+    "average_precision_mean",
+    "f1_micro",
+)
+POOLED_EXACT_LIMIT = 2**24  # test scores above which the pooled PR curve is binned
+POOLED_BINS = 1000
 PER_LABEL_COLUMNS = (
     "label",
     "support",
@@ -119,6 +156,37 @@ def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(denominator > 0, numerator / denominator.clamp_min(1), 0.0)
 
 
+def average_precision_per_label(
+    probabilities: Tensor, targets: Tensor, chunk_labels: int = 256
+) -> Tensor:
+    """Exact average precision of every column, float64 ``[L]``; 0 for a column without positives.
+
+    ``AP = sum_n (R_n - R_(n-1)) P_n`` over the distinct scores ``n`` taken as thresholds, from
+    the highest (scikit-learn's ``average_precision_score``). Sorting a column once gives it: a
+    positive adds ``1 / positives`` of recall at the precision of the last example tied with its
+    score. Vectorised over ``chunk_labels`` columns at a time (extra memory about
+    ``40 * N * chunk_labels`` bytes), instead of one curve per label.
+    """
+    parts = []
+    for start in range(0, probabilities.shape[1], chunk_labels):
+        scores = probabilities[:, start : start + chunk_labels]
+        sorted_scores, order = torch.sort(scores, dim=0, descending=True)
+        hits = targets[:, start : start + chunk_labels].gather(0, order).double()
+        del order
+        rows = torch.arange(1, scores.shape[0] + 1, dtype=torch.float64).unsqueeze(1)
+        precision = hits.cumsum(0) / rows
+        # the last row of each run of equal scores, for every row (a reversed running minimum)
+        last_of_tie = torch.full(scores.shape, scores.shape[0] - 1, dtype=torch.long)
+        ends = torch.ones(scores.shape, dtype=torch.bool)
+        ends[:-1] = sorted_scores[:-1] != sorted_scores[1:]
+        last_of_tie = torch.where(ends, rows.long() - 1, last_of_tie)
+        last_of_tie = last_of_tie.flip(0).cummin(0).values.flip(0)
+        positives = hits.sum(0)
+        total = (hits * precision.gather(0, last_of_tie)).sum(0)
+        parts.append(torch.where(positives > 0, total / positives.clamp_min(1), 0.0))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
 def per_label_stats(
     probabilities: Tensor,
     decisions: Tensor,
@@ -135,8 +203,6 @@ def per_label_stats(
         thresholds: ``[L]``, reported as the chosen threshold.
         label_names: L names.
     """
-    from torchmetrics.functional.classification import multilabel_average_precision
-
     num_labels = len(label_names)
     if probabilities.ndim != 2 or probabilities.shape[1] != num_labels:
         raise ValueError(
@@ -147,16 +213,7 @@ def per_label_stats(
     tp = (d & truth).sum(0).double()
     fp = (d & ~truth).sum(0).double()
     fn = (~d & truth).sum(0).double()
-    if probabilities.shape[0]:
-        # a label without positives warns "no positive samples"; its AP is reported as 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            ap = multilabel_average_precision(
-                probabilities.float(), targets.int(), num_labels, average=None, thresholds=None
-            )
-        ap = torch.nan_to_num(ap.double(), nan=0.0)
-    else:
-        ap = torch.zeros(num_labels, dtype=torch.float64)
+    ap = average_precision_per_label(probabilities.float(), truth)
     return PerLabelStats(
         label_names=list(label_names),
         support=truth.sum(0).numpy(),
@@ -167,8 +224,7 @@ def per_label_stats(
         precision=_ratio(tp, tp + fp).numpy(),
         recall=_ratio(tp, tp + fn).numpy(),
         f1=_ratio(2 * tp, 2 * tp + fp + fn).numpy(),
-        # torchmetrics returns -0.0 for labels without positives
-        average_precision=ap.abs().numpy(),
+        average_precision=ap.numpy(),
         threshold=thresholds.double().cpu().numpy(),
     )
 
@@ -186,6 +242,82 @@ def label_count_table(
         torch.bincount(true_counts, minlength=top + 1).numpy(),
         torch.bincount(predicted_counts, minlength=top + 1).numpy(),
     )
+
+
+def support_edges(max_support: int) -> list[int]:
+    """Bucket edges ``0, 1, 2, 5, 10, 20, 50, ...`` up to past ``max_support``: bucket ``i`` holds
+    the labels with ``edges[i] <= support < edges[i + 1]``."""
+    edges, scale = [0, 1, 2, 5], 10
+    while edges[-1] <= max_support:
+        edges += [scale, 2 * scale, 5 * scale]
+        scale *= 10
+    while len(edges) > 2 and edges[-2] > max_support:
+        edges.pop()
+    return edges
+
+
+def frequency_buckets(stats: PerLabelStats) -> list[list[Any]]:
+    """``BUCKET_COLUMNS`` rows: the labels grouped by test support (``support_edges``), with the
+    mean of their per-label scores and their pooled (micro) F1. Empty buckets are left out."""
+    edges = support_edges(int(stats.support.max()) if len(stats.support) else 0)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (stats.support >= low) & (stats.support < high)
+        if not inside.any():
+            continue
+        tp, fp, fn = (stats.tp[inside].sum(), stats.fp[inside].sum(), stats.fn[inside].sum())
+        rows.append(
+            [
+                low,
+                high - 1,
+                int(inside.sum()),
+                int(stats.support[inside].sum()),
+                float(stats.f1[inside].mean()),
+                float(stats.precision[inside].mean()),
+                float(stats.recall[inside].mean()),
+                float(stats.average_precision[inside].mean()),
+                float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else 0.0,
+            ]
+        )
+    return rows
+
+
+def top_and_bottom_labels(stats: PerLabelStats, count: int, min_support: int) -> np.ndarray:
+    """Indices of the ``count`` best then the ``count`` worst labels by F1 (ties: the more
+    frequent first) among those with at least ``min_support`` test positives."""
+    eligible = np.flatnonzero(stats.support >= min_support)
+    ranked = eligible[np.lexsort((-stats.support[eligible], -stats.f1[eligible]))]
+    if len(ranked) <= 2 * count:
+        return ranked
+    worst = eligible[np.lexsort((-stats.support[eligible], stats.f1[eligible]))][:count]
+    return np.concatenate([ranked[:count], worst[::-1]])
+
+
+def pooled_pr_curve(
+    probabilities: Tensor, targets: Tensor, bins: int = POOLED_BINS, chunk: int = 2**22
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(recall, precision, AP)`` of all scores pooled, binned at thresholds ``j / bins``.
+
+    A score ``p`` is predicted positive at threshold ``j / bins`` when ``floor(p * bins) >= j``;
+    histograms of all scores and of the positives' scores, accumulated over chunks of rows, give
+    every threshold's counts by reversed cumulative sums: O(N L) time, O(bins) extra memory.
+    ``AP = sum_j (R_j - R_(j+1)) P_j`` over the bins.
+    """
+    every = torch.zeros(bins, dtype=torch.float64)
+    positive = torch.zeros(bins, dtype=torch.float64)
+    rows = max(1, chunk // max(probabilities.shape[1], 1))
+    for start in range(0, probabilities.shape[0], rows):
+        scores = probabilities[start : start + rows]
+        index = (scores.double() * bins).floor().clamp(0, bins - 1).long()
+        every += torch.bincount(index.flatten(), minlength=bins).double()
+        positive += torch.bincount(index[targets[start : start + rows] > 0], minlength=bins)
+    predicted = every.flip(0).cumsum(0).flip(0)  # scores >= j / bins
+    true_positives = positive.flip(0).cumsum(0).flip(0)
+    total = float(true_positives[0]) if len(true_positives) else 0.0
+    precision = torch.where(predicted > 0, true_positives / predicted.clamp_min(1), 1.0)
+    recall = true_positives / total if total else torch.zeros_like(true_positives)
+    gained = recall - torch.cat([recall[1:], recall.new_zeros(1)])
+    return recall.numpy(), precision.numpy(), float((gained * precision).sum())
 
 
 def _dataset_size_if_interleaved(trainer: L.Trainer) -> int | None:
@@ -208,6 +340,11 @@ class PerLabelReport(L.Callback):
         max_pr_curves: draw at most this many labels' curves (the most frequent ones) in
             ``pr_curves.png``; the pooled curve is always drawn.
         log_to_loggers: hand the report to the W&B / TensorBoard / MLflow loggers present.
+        max_labels_plotted: above this many labels, the frequency-bucket summary and the top and
+            bottom labels replace the one-bar-per-label chart.
+        top_bottom: labels shown at each end of ``f1_top_bottom.png``.
+        min_support_ranked: test positives a label needs to be ranked in ``f1_top_bottom.png``.
+        max_table_rows: labels (the most frequent) in the W&B per-label table; the CSV has all.
     """
 
     def __init__(
@@ -216,13 +353,28 @@ class PerLabelReport(L.Callback):
         save_predictions: bool = True,
         max_pr_curves: int = 20,
         log_to_loggers: bool = True,
+        max_labels_plotted: int = 50,
+        top_bottom: int = 20,
+        min_support_ranked: int = 5,
+        max_table_rows: int = 1000,
     ) -> None:
-        if max_pr_curves < 0:
-            raise ValueError(f"max_pr_curves must be >= 0, got {max_pr_curves}")
+        for name, value in (
+            ("max_pr_curves", max_pr_curves),
+            ("max_labels_plotted", max_labels_plotted),
+            ("top_bottom", top_bottom),
+            ("min_support_ranked", min_support_ranked),
+            ("max_table_rows", max_table_rows),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         self.output_dir = Path(output_dir)
         self.save_predictions = save_predictions
         self.max_pr_curves = max_pr_curves
         self.log_to_loggers = log_to_loggers
+        self.max_labels_plotted = max_labels_plotted
+        self.top_bottom = top_bottom
+        self.min_support_ranked = min_support_ranked
+        self.max_table_rows = max_table_rows
         self._logits: list[Tensor] = []
         self._targets: list[Tensor] = []
 
@@ -314,15 +466,30 @@ class PerLabelReport(L.Callback):
                 thresholds=thresholds.numpy().astype(np.float32),
                 label_names=np.array(list(label_names)),
             )
-        curves = self._pr_curves(probabilities, targets, decisions, stats)
-        figures = self._figures(stats, counts, curves, decisions, targets)
+        buckets = None
+        if len(stats.label_names) > self.max_labels_plotted:
+            buckets = frequency_buckets(stats)
+            paths["buckets"] = self.output_dir / BUCKETS_FILE
+            _write_csv(paths["buckets"], BUCKET_COLUMNS, buckets)
+        curves = self._pr_curves(probabilities, targets, stats)
+        figures = self._figures(stats, counts, curves, decisions, targets, buckets)
         for name, figure in figures.items():
-            paths[name] = self.output_dir / FIGURE_FILES[name]
+            paths[name] = self.output_dir / {**FIGURE_FILES, **LARGE_FIGURE_FILES}[name]
             figure.savefig(paths[name], dpi=100)
         if trainer is not None and self.log_to_loggers:
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
-                    _log_to_wandb(logger, stats, counts, curves, paths, trainer.global_step)
+                    _log_to_wandb(
+                        logger,
+                        stats,
+                        counts,
+                        curves,
+                        paths,
+                        trainer.global_step,
+                        buckets,
+                        self.max_table_rows,
+                        list(figures),
+                    )
                 elif isinstance(logger, TensorBoardLogger):
                     for name, figure in figures.items():
                         logger.experiment.add_figure(
@@ -336,56 +503,73 @@ class PerLabelReport(L.Callback):
         return paths
 
     def _pr_curves(
-        self, probabilities: Tensor, targets: Tensor, decisions: Tensor, stats: PerLabelStats
+        self, probabilities: Tensor, targets: Tensor, stats: PerLabelStats
     ) -> dict[str, Any]:
-        """Per-label and pooled precision-recall curves (``recall``, ``precision`` arrays)."""
+        """Precision-recall curves of the ``max_pr_curves`` most frequent labels (``precision``
+        and ``recall``: label index -> array) and of all scores pooled (``pooled``)."""
         from torchmetrics.functional.classification import (
             binary_average_precision,
             binary_precision_recall_curve,
-            multilabel_precision_recall_curve,
         )
 
-        with warnings.catch_warnings():  # labels without positives: recall is undefined
-            warnings.simplefilter("ignore", UserWarning)
-            precision, recall, _ = multilabel_precision_recall_curve(
-                probabilities, targets.int(), len(stats.label_names), thresholds=None
+        order = np.argsort(-stats.support, kind="stable")[: self.max_pr_curves]
+        shown = [int(i) for i in order if stats.support[i] > 0]
+        curves: dict[str, Any] = {"labels": shown, "precision": {}, "recall": {}}
+        for i in shown:
+            precision, recall, _ = binary_precision_recall_curve(
+                probabilities[:, i], targets[:, i].int()
             )
+            curves["precision"][i], curves["recall"][i] = precision.numpy(), recall.numpy()
+        if probabilities.numel() > POOLED_EXACT_LIMIT:
+            curves["pooled"] = pooled_pr_curve(probabilities, targets)
+            return curves
+        with warnings.catch_warnings():  # no positive at all: recall is undefined
+            warnings.simplefilter("ignore", UserWarning)
             pooled_p, pooled_r, _ = binary_precision_recall_curve(
                 probabilities.flatten(), targets.int().flatten()
             )
             pooled_ap = float(
                 binary_average_precision(probabilities.flatten(), targets.int().flatten())
             )
-        order = np.argsort(-stats.support, kind="stable")[: self.max_pr_curves]
-        return {
-            "labels": [int(i) for i in order if stats.support[i] > 0],
-            "precision": [p.numpy() for p in precision],
-            "recall": [r.numpy() for r in recall],
-            "pooled": (pooled_r.numpy(), pooled_p.numpy(), pooled_ap),
-        }
+        curves["pooled"] = (pooled_r.numpy(), pooled_p.numpy(), pooled_ap)
+        return curves
 
-    @staticmethod
     def _figures(
+        self,
         stats: PerLabelStats,
         counts: tuple,
         curves: dict[str, Any],
         decisions: Tensor,
         targets: Tensor,
+        buckets: list[list[Any]] | None,
     ) -> dict[str, Any]:
         from sigmoidf1.callbacks import plots
 
         n = targets.shape[0]
         card_mae = float((decisions.sum(1) - targets.sum(1)).abs().float().mean())
         shown = curves["labels"]
+        bars = (stats.label_names, stats.f1, stats.precision, stats.recall, stats.support)
+        if buckets is None:
+            figures = {
+                "f1_per_label": plots.f1_bar_chart(*bars, title=f"Per-label F1, {n} test examples")
+            }
+        else:
+            ranked = top_and_bottom_labels(stats, self.top_bottom, self.min_support_ranked)
+            figures = {
+                "f1_by_frequency": plots.bucket_chart(
+                    buckets,
+                    title=f"F1 by label frequency: {len(stats.label_names):,} labels, {n:,} "
+                    "test examples",
+                ),
+                "f1_top_bottom": plots.f1_bar_chart(
+                    *bars,
+                    rows=ranked,
+                    title=f"Best and worst {self.top_bottom} labels by F1 (at least "
+                    f"{self.min_support_ranked} test positives)",
+                ),
+            }
         return {
-            "f1_per_label": plots.f1_bar_chart(
-                stats.label_names,
-                stats.f1,
-                stats.precision,
-                stats.recall,
-                stats.support,
-                title=f"Per-label F1, {n} test examples",
-            ),
+            **figures,
             "pr_curves": plots.pr_curves(
                 [
                     (
@@ -431,11 +615,19 @@ def _log_to_wandb(
     curves: dict[str, Any],
     paths: Mapping[str, Path],
     step: int,
+    buckets: list[list[Any]] | None = None,
+    max_table_rows: int = 1000,
+    figures: Sequence[str] = tuple(FIGURE_FILES),
 ) -> None:
-    """Table, native charts (interactive in the UI) and the PNGs, under ``test/...``."""
+    """Table (the ``max_table_rows`` most frequent labels), native charts (interactive in the
+    UI) and the PNGs, under ``test/...``."""
     import wandb
 
-    table = wandb.Table(columns=list(PER_LABEL_COLUMNS), data=stats.rows())
+    rows = stats.rows()
+    if len(rows) > max_table_rows:
+        keep = np.sort(np.argsort(-stats.support, kind="stable")[:max_table_rows])
+        rows = [rows[i] for i in keep]
+    table = wandb.Table(columns=list(PER_LABEL_COLUMNS), data=rows)
     count_table = wandb.Table(
         columns=["labels_per_example", "examples_true", "examples_predicted"],
         data=[[int(k), int(t), int(p)] for k, t, p in zip(*counts, strict=True)],
@@ -449,11 +641,20 @@ def _log_to_wandb(
     payload: dict[str, Any] = {
         "test/per_label": table,
         "test/label_counts": count_table,
-        "test/per_label_f1_chart": wandb.plot.bar(
-            table, "label", "f1", title="Per-label F1 (test)"
-        ),
-        **{f"test/plots/{name}": wandb.Image(str(paths[name])) for name in FIGURE_FILES},
+        **{f"test/plots/{name}": wandb.Image(str(paths[name])) for name in figures},
     }
+    if buckets is None:
+        payload["test/per_label_f1_chart"] = wandb.plot.bar(
+            table, "label", "f1", title="Per-label F1 (test)"
+        )
+    else:
+        bucket_table = wandb.Table(
+            columns=["bucket", *BUCKET_COLUMNS], data=[[f"{r[0]}-{r[1]}", *r] for r in buckets]
+        )
+        payload["test/frequency_buckets"] = bucket_table
+        payload["test/f1_by_frequency_chart"] = wandb.plot.bar(
+            bucket_table, "bucket", "f1_mean", title="Mean F1 by test support (test)"
+        )
     if keys:
         payload["test/pr_curves_chart"] = wandb.plot.line_series(
             xs=xs, ys=ys, keys=keys, title="Precision-recall (test)", xname="recall"

@@ -37,7 +37,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from sigmoidf1.metrics import build_metrics, shift_to_threshold
+from sigmoidf1.metrics import shift_to_threshold
 from sigmoidf1.utils.distributed import gather_rows
 
 MODES = ("per_label", "global", "fixed")
@@ -366,9 +366,9 @@ class ThresholdTuning(Callback):
 
     # --- testing: also report the metrics at the fixed threshold --------------------------------
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = build_metrics(
-            len(pl_module.thresholds), UNTUNED_PREFIX, pl_module.hparams.ap_thresholds
-        )
+        # the module's own test collection (same metrics and options), unsynchronised and empty
+        metrics = pl_module.test_metrics.clone(prefix=UNTUNED_PREFIX)
+        metrics.reset()
         self._untuned_metrics = metrics.to(pl_module.device)
 
     def on_test_batch_end(

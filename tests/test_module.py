@@ -15,6 +15,19 @@ from tests.conftest import QUIET, REPO_ROOT, run_cli, run_dir_from_output
 MLP = {"_target_": "sigmoidf1.backbones.MLP", "_partial_": True, "hidden_sizes": [8]}
 
 
+def bare_trainer(log_every_n_steps: int):
+    """A Trainer to attach to a module whose steps are called by hand (nothing written)."""
+    import lightning as L
+
+    return L.Trainer(
+        logger=False,
+        log_every_n_steps=log_every_n_steps,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+
+
 def small_model(**overrides) -> MultilabelClassifier:
     arguments = {
         "backbone": MLP,
@@ -129,16 +142,8 @@ def test_resume_refuses_a_changed_seed_and_names_the_keys(workdir):
 def test_a_training_step_between_logging_steps_never_reads_a_tensor_on_the_host(monkeypatch):
     """On a GPU, reading a tensor's value (``.item()``, ``bool``, ``float``) waits for the device:
     the training step must not, except on the steps that loggers record."""
-    import lightning as L
-
     model = small_model()
-    trainer = L.Trainer(
-        logger=False,
-        log_every_n_steps=50,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = bare_trainer(log_every_n_steps=50)
     model.trainer = trainer
     batch = (torch.randn(16, 5), torch.randint(0, 2, (16, 3)).float())
     model.training_step(batch, 0).backward()  # warm-up: lazy initialisation may read values
@@ -155,16 +160,9 @@ def test_a_training_step_between_logging_steps_never_reads_a_tensor_on_the_host(
 
 
 def test_a_non_finite_loss_stops_training_on_a_logging_step():
-    import lightning as L
 
     model = small_model()
-    model.trainer = L.Trainer(
-        logger=False,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    model.trainer = bare_trainer(log_every_n_steps=1)
     inputs = torch.full((4, 5), float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite training loss at global step 0"):
         model.training_step((inputs, torch.ones(4, 3)), 0)
@@ -172,16 +170,9 @@ def test_a_non_finite_loss_stops_training_on_a_logging_step():
 
 def test_the_epoch_loss_is_the_mean_over_examples_of_the_batch_losses():
     """Batches of 16 and 4 examples: the logged epoch loss weighs each batch loss by its size."""
-    import lightning as L
 
     model = small_model()
-    model.trainer = L.Trainer(
-        logger=False,
-        log_every_n_steps=50,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    model.trainer = bare_trainer(log_every_n_steps=50)
     batches = [
         (torch.randn(16, 5), torch.randint(0, 2, (16, 3)).float()),
         (torch.randn(4, 5), torch.randint(0, 2, (4, 3)).float()),

@@ -184,7 +184,8 @@ def run_in_process(overrides: Sequence[str], log_dir: Path) -> dict:
 
     import sigmoidf1.train
 
-    torch.set_num_threads(1)
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored below: the caller's process keeps its own setting
     run_dir = log_dir / "bench" / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S") / uuid.uuid4().hex[:8]
     argv = ["sigmoidf1-train", *overrides, f"paths.log_dir={log_dir}", f"hydra.run.dir={run_dir}"]
     output, saved_argv = io.StringIO(), sys.argv
@@ -202,6 +203,7 @@ def run_in_process(overrides: Sequence[str], log_dir: Path) -> dict:
             raise RuntimeError(f"exit code {error.code}\n{output.getvalue()[-3000:]}") from error
     finally:
         sys.argv = saved_argv
+        torch.set_num_threads(saved_threads)
     wall = time.perf_counter() - start
     return {**read_run(run_dir), "wall_time_s": round(wall, 1), "runner": "in-process"}
 

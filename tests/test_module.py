@@ -105,7 +105,8 @@ def test_a_trained_checkpoint_loads_in_a_fresh_process_and_predicts_the_same_log
     reference = MultilabelClassifier(**stored["hyper_parameters"])
     reference.load_state_dict(stored["state_dict"])
     expected = reference.eval()(inputs).detach()
-    assert torch.allclose(torch.load(workdir / "fresh.pt"), expected, atol=0, rtol=0)
+    # equal up to float rounding: a process with another thread count sums in another order
+    torch.testing.assert_close(torch.load(workdir / "fresh.pt"), expected)
     assert stored["hyper_parameters"]["label_names"][0] == "Class1"
 
 

@@ -324,14 +324,16 @@ def markdown_report(
         lines += [
             "## Reproduction",
             "",
-            "| command | recorded test macro-F1 | re-run | difference |",
-            "|---|---:|---:|---:|",
+            "| command | test macro-F1 | recorded | re-run | difference |",
+            "|---|---|---:|---:|---:|",
         ]
         for rep in reproductions:
-            lines.append(
-                f"| `{rep['command']}` | {rep['recorded']:.6f} | {rep['reproduced']:.6f} "
-                f"| {rep['reproduced'] - rep['recorded']:+.6f} |"
-            )
+            for name, recorded in rep["recorded"].items():
+                rerun = rep["reproduced"][name]
+                lines.append(
+                    f"| `{rep['command']}` | `{name}` | {recorded:.6f} | {rerun:.6f} "
+                    f"| {rerun - recorded:+.6f} |"
+                )
         lines.append("")
 
     lines += ["## Runs", "", "| study | dataset | loss | setting | seed | epochs | s |"]

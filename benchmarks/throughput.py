@@ -12,8 +12,9 @@ bar,
   CSV logger, LR monitor, summary) minus early stopping, ``test=false``, plus ``ThroughputProbe``;
 - ``plain``: a hand-written loop (``forward, loss, zero_grad, backward, step``) over the same
   DataModule's train loader, on the model the config builds (``--plain-worker``);
-- ``plain+metrics``: the same loop plus the template's training ``MetricCollection`` (update every
-  step on sigmoid probabilities, compute and reset at epoch end): the cost of the metrics alone;
+- ``plain+metrics``: the same loop plus the template's training ``MetricCollection``
+  (``build_train_metrics``; update every step on sigmoid probabilities, compute and reset at epoch
+  end): the cost of the metrics alone;
 - ``lightning``: the same model and loss in a minimal ``LightningModule`` (``training_step`` returns
   the loss, nothing logged) under a bare ``Trainer`` (no logger, checkpointing, progress bar or
   validation): what Lightning itself costs, so that the template's own share can be told apart.
@@ -122,14 +123,14 @@ def plain_worker(overrides: Sequence[str], epochs: int, with_metrics: bool, out:
     import lightning as L
     import torch
 
-    from sigmoidf1.metrics import build_metrics
+    from sigmoidf1.metrics import build_train_metrics
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = data_and_model(cfg)
     optimizer = model.configure_optimizers()
     loss_fn = model.loss_fn
-    metrics = build_metrics(len(datamodule.label_names), "train/") if with_metrics else None
+    metrics = build_train_metrics(len(datamodule.label_names)) if with_metrics else None
     loader = datamodule.train_dataloader()
     records = []
     model.train()
@@ -247,18 +248,37 @@ def examples_per_s(epochs: list[dict], key: str) -> float:
 
 def metric_update_cost(overrides: list[str], repeats: int = 200) -> dict[str, float]:
     """Median seconds of one training-metrics update, and of one plain forward+backward+step, on a
-    batch of the configured size (in this process)."""
+    batch of the configured size; and of one epoch of metric bookkeeping as the module does it
+    (chunked updates, compute, reset) for the training collection and for the full one that
+    validation uses (in this process)."""
     import lightning as L
     import torch
 
-    from sigmoidf1.metrics import build_metrics
+    from sigmoidf1.metrics import ChunkedUpdates, build_metrics, build_train_metrics
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed)
     datamodule, model = data_and_model(cfg)
     optimizer = model.configure_optimizers()
     inputs, targets = next(iter(datamodule.train_dataloader()))
-    metrics = build_metrics(len(datamodule.label_names), "train/")
+    num_labels = len(datamodule.label_names)
+    metrics = build_train_metrics(num_labels)
+
+    epoch_batches = [
+        (torch.sigmoid(model(x)).detach(), y.int()) for x, y in datamodule.train_dataloader()
+    ]
+
+    def epoch_cost(collection) -> float:
+        chunks, times = ChunkedUpdates(collection), []
+        for _ in range(21):
+            start = time.perf_counter()
+            for batch in epoch_batches:
+                chunks.add(*batch)
+            chunks.flush()
+            collection.compute()
+            collection.reset()
+            times.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(times[1:])
 
     def step() -> torch.Tensor:
         logits = model(inputs)
@@ -286,7 +306,32 @@ def metric_update_cost(overrides: list[str], repeats: int = 200) -> dict[str, fl
         "step_ms": 1e3 * statistics.median(step_times),
         "metrics_update_ms": 1e3 * statistics.median(update_times),
         f"metrics_compute_after_{repeats}_updates_ms": 1e3 * compute,
+        "train_metrics_per_epoch_ms": epoch_cost(build_train_metrics(num_labels)),
+        "full_metrics_per_epoch_ms": epoch_cost(build_metrics(num_labels, "val/")),
     }
+
+
+def lightning_log_cost(values: int = 10, repeats: int = 200) -> float:
+    """Median milliseconds per value of Lightning's epoch-level logging: ``values`` scalar tensors
+    logged into a fresh result collection (what ``self.log`` does in an epoch-end hook) and
+    reduced once (``metrics()``, what the logger connector does at the epoch end). Uses Lightning's
+    internal ``_ResultCollection``; ``nan`` where that is not importable."""
+    try:
+        from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+    except ImportError:
+        return float("nan")
+    import torch
+
+    logged = {f"train/metric_{i}": torch.tensor(0.5) for i in range(values)}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = _ResultCollection(training=True)
+        for name, value in logged.items():
+            results.log("on_train_epoch_end", name, value, on_step=False, on_epoch=True)
+        results.metrics(False)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times) / values
 
 
 def startup_times(env: dict, repeats: int, tmp: Path) -> dict[str, float]:
@@ -329,6 +374,42 @@ def startup_times(env: dict, repeats: int, tmp: Path) -> dict[str, float]:
     }
 
 
+def ratios(results: dict[str, list[list[dict]]]) -> dict:
+    """Median examples/s of each variant, the ratios to the plain loop, and their per-round
+    values (the spread)."""
+    summary = {
+        kind: {
+            key: statistics.median(examples_per_s(r, key) for r in runs)
+            for key in ("steps_s", "epoch_s")
+        }
+        for kind, runs in results.items()
+    }
+    plain = summary["plain"]["steps_s"]
+
+    def per_round(kind: str, key: str, reference: str) -> list[float]:
+        """``kind``'s examples/s over ``reference``'s steps, round by round."""
+        return [
+            round(examples_per_s(a, key) / examples_per_s(b, "steps_s"), 3)
+            for a, b in zip(results[kind], results[reference], strict=True)
+        ]
+
+    return {
+        "examples_per_s": summary,
+        "ratio_template_steps_to_plain": summary["template"]["steps_s"] / plain,
+        "ratio_template_epoch_to_plain": summary["template"]["epoch_s"] / plain,
+        "ratio_plain_with_metrics_to_plain": summary["plain+metrics"]["steps_s"] / plain,
+        "ratio_lightning_epoch_to_plain": summary["lightning"]["epoch_s"] / plain,
+        "ratio_template_epoch_to_lightning_epoch": summary["template"]["epoch_s"]
+        / summary["lightning"]["epoch_s"],
+        "per_round": {
+            "template_steps_to_plain": per_round("template", "steps_s", "plain"),
+            "template_epoch_to_plain": per_round("template", "epoch_s", "plain"),
+            "lightning_epoch_to_plain": per_round("lightning", "epoch_s", "plain"),
+            "plain_with_metrics_to_plain": per_round("plain+metrics", "steps_s", "plain"),
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -338,7 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides for both")
     parser.add_argument("--epochs", type=int, default=6, help="per process; the first is warm-up")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved rounds of the 3 variants"
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds of the 4 variants; 0: only the per-step costs and start-up",
     )
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process")
     parser.add_argument("--startup-repeats", type=int, default=5)
@@ -381,23 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)  # as the measured processes
         per_step = metric_update_cost(overrides)
+        per_step["lightning_log_ms_per_value"] = lightning_log_cost()
         startup = {} if args.skip_startup else startup_times(env, args.startup_repeats, tmp)
-
-    summary = {
-        kind: {
-            key: statistics.median(examples_per_s(r, key) for r in runs)
-            for key in ("steps_s", "epoch_s")
-        }
-        for kind, runs in results.items()
-    }
-    plain = summary["plain"]["steps_s"]
-
-    def per_round(kind: str, key: str, reference: str) -> list[float]:
-        """``kind``'s examples/s over ``reference``'s steps, round by round (the spread)."""
-        return [
-            round(examples_per_s(a, key) / examples_per_s(b, "steps_s"), 3)
-            for a, b in zip(results[kind], results[reference], strict=True)
-        ]
 
     report = {
         "command": "python benchmarks/throughput.py "
@@ -410,19 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         ),
         "load_average_at_end": os.getloadavg(),
-        "examples_per_s": summary,
-        "ratio_template_steps_to_plain": summary["template"]["steps_s"] / plain,
-        "ratio_template_epoch_to_plain": summary["template"]["epoch_s"] / plain,
-        "ratio_plain_with_metrics_to_plain": summary["plain+metrics"]["steps_s"] / plain,
-        "ratio_lightning_epoch_to_plain": summary["lightning"]["epoch_s"] / plain,
-        "ratio_template_epoch_to_lightning_epoch": summary["template"]["epoch_s"]
-        / summary["lightning"]["epoch_s"],
-        "per_round": {
-            "template_steps_to_plain": per_round("template", "steps_s", "plain"),
-            "template_epoch_to_plain": per_round("template", "epoch_s", "plain"),
-            "lightning_epoch_to_plain": per_round("lightning", "epoch_s", "plain"),
-            "plain_with_metrics_to_plain": per_round("plain+metrics", "steps_s", "plain"),
-        },
+        **(ratios(results) if args.rounds else {}),
         "per_step": per_step,
         "startup_s": startup,
     }

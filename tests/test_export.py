@@ -27,7 +27,7 @@ from sigmoidf1.exporting import (
 )
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.errors import UserError
-from tests.conftest import QUIET, once_per_session, run_cli
+from tests.conftest import QUIET, once_per_session, run_cli, train_text_model
 from tests.data_fixtures import text_rows, write_text_file
 
 TOLERANCE = 1e-5  # largest |probability difference| accepted (float32 kernels differ in order)
@@ -213,17 +213,7 @@ def test_text_model_onnx_reproduces_predict_inputs(workdir):
     predict_dataset and predict_loader build from a file of new texts."""
     needs_runtime("onnx")
     train = write_text_file(workdir / "texts.csv", text_rows(80))
-    run_cli(
-        "train",
-        *QUIET,
-        "data=csv_text",
-        f"data.path={train}",
-        "data.batch_size=16",
-        "trainer.max_epochs=2",
-        f"hydra.run.dir={workdir / 'run'}",
-        cwd=workdir,
-    )
-    checkpoint = workdir / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = train_text_model(workdir, train)
     export_cli(workdir, checkpoint, "format=onnx")
     output = checkpoint.with_suffix(".onnx")
     metadata = json.loads(metadata_path(output).read_text())

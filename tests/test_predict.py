@@ -14,7 +14,14 @@ import torch
 
 from sigmoidf1.data.base import split_indices
 from sigmoidf1.data.yeast import NUM_LABELS, read_yeast, river_yeast_path
-from tests.conftest import CONFIG_DIR, QUIET, once_per_session, read_json, run_cli
+from tests.conftest import (
+    CONFIG_DIR,
+    QUIET,
+    once_per_session,
+    read_json,
+    run_cli,
+    train_text_model,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -190,16 +197,7 @@ def test_text_checkpoint_predicts(workdir):
     train = workdir / "texts.csv"
     with open(train, "w", newline="") as handle:
         csv.writer(handle).writerows([("text", "labels"), *rows])
-    run_cli(
-        "train",
-        *QUIET,
-        "data=csv_text",
-        f"data.path={train}",
-        "data.batch_size=16",
-        "trainer.max_epochs=2",
-        f"hydra.run.dir={workdir / 'run'}",
-        cwd=workdir,
-    )
+    checkpoint = train_text_model(workdir, train)
 
     inputs = workdir / "new.jsonl"
     inputs.write_text(
@@ -209,7 +207,7 @@ def test_text_checkpoint_predicts(workdir):
         )
     )
     output = workdir / "predictions.jsonl"
-    predict(workdir, workdir / "run" / "checkpoints" / "last.ckpt", inputs, output)
+    predict(workdir, checkpoint, inputs, output)
     check_predictions(read_jsonl(output), 4, TEXT_LABELS)
 
 

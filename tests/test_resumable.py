@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -188,3 +192,84 @@ def test_interrupt_checkpoint_in_a_distributed_run_saves_only_on_sigterm(
     )
     callback.on_exception(trainer, torch.nn.Linear(2, 2), exception)
     assert (trainer.saved == callback.ckpt_path) is saved
+
+
+class _ScriptedScore(L.LightningModule):
+    """One weight; epoch ``e`` logs ``val/score = scores[e]`` and stores ``e`` in the weight."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = scores
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight * batch[0]).sum() * 0.0
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/score", self.scores[self.current_epoch])
+        with torch.no_grad():
+            self.weight.fill_(self.current_epoch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+class _RecordFiles(L.Callback):
+    """After each epoch's checkpointing (at the next epoch start and at fit end): the epoch stored
+    in last.ckpt and in the best file, and whether the two share their bytes."""
+
+    def __init__(self, checkpoint: ModelCheckpoint) -> None:
+        self.checkpoint, self.seen = checkpoint, []
+
+    def _record(self) -> None:
+        last, best = Path(self.checkpoint.last_model_path), Path(self.checkpoint.best_model_path)
+        load = functools.partial(torch.load, weights_only=True)
+        self.seen.append((load(last)["epoch"], load(best)["epoch"], os.path.samefile(last, best)))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch > 0:
+            self._record()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._record()
+
+
+def test_last_checkpoint_links_to_the_epochs_checkpoint_only_when_saved_at_the_same_step(tmp_path):
+    scores = [0.1, 0.3, 0.2, 0.5, 0.4, 0.6]
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path,
+        filename="epoch_{epoch:03d}",
+        monitor="val/score",
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+    record = _RecordFiles(checkpoint)
+    data = torch.utils.data.DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
+    trainer = L.Trainer(
+        max_epochs=len(scores),
+        callbacks=[checkpoint, record],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(_ScriptedScore(scores), data, data)
+    # (epoch in last.ckpt, epoch in the best file, same bytes): last.ckpt is always the latest
+    # epoch; linked where that epoch improved, a file of its own where it did not
+    assert record.seen == [
+        (0, 0, True),
+        (1, 1, True),
+        (2, 1, False),
+        (3, 3, True),
+        (4, 3, False),
+        (5, 5, True),
+    ]
+    # the replaced best files are gone, and no write through last.ckpt changed the best file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_005.ckpt", "last.ckpt"]
+    best = torch.load(tmp_path / "epoch_005.ckpt", weights_only=True)
+    assert best["state_dict"]["weight"].item() == 5.0

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from sigmoidf1.callbacks.thresholds import ThresholdTuning, f1_scores
 from tests.conftest import compose_train
 
-EXACT = {"mode": "per_label", "min_positives": 0, "shrinkage": 0.0}
+EXACT = {"mode": "per_label", "min_positives": 0, "shrinkage": 0.0, "guard": False}
 
 
 def rare_label_validation_set() -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +56,9 @@ def test_labels_with_enough_positives_are_shrunk_toward_the_global_threshold():
     targets[:10, 1] = 1  # exactly min_positives: weight 10 / (10 + 10) = 1/2
     targets[:100, 2] = 1  # weight 100 / (100 + 10)
     logits = torch.randn(n, 3, generator=generator) + 1.5 * targets - 1.5
-    callback = ThresholdTuning(min_positives=10, shrinkage=10, max_abs_logit=100)
+    callback = ThresholdTuning(
+        min_positives=10, shrinkage=10, max_abs_logit=100, anchor="global", guard=False
+    )
     default = torch.logit(callback.tune(logits, targets, fixed=0.5).double())
     pooled = torch.logit(
         ThresholdTuning(mode="global", max_abs_logit=100).tune(logits, targets, 0.5)
@@ -69,6 +71,52 @@ def test_labels_with_enough_positives_are_shrunk_toward_the_global_threshold():
         [pooled[0], (pooled[1] + own[1]) / 2, pooled[2] + 100 / 110 * (own[2] - pooled[2])]
     )
     torch.testing.assert_close(default, expected, rtol=0, atol=1e-5)  # float32 buffer precision
+
+
+def test_rare_labels_take_the_fixed_threshold_when_it_scores_them_better():
+    # 2 frequent labels scored high (negatives near logit 1, positives near 4: the pooled,
+    # micro-optimal cut lies between) and 6 rare labels (4 positives each) with positives near
+    # logit 0.5 and negatives near -1: at the pooled cut they lose their positives, at the fixed
+    # one (0.5, logit 0) they keep them
+    generator = torch.Generator().manual_seed(2)
+    n = 400
+    targets = torch.zeros(n, 8)
+    targets[:, :2] = (torch.rand(n, 2, generator=generator) < 0.4).float()
+    for label in range(2, 8):
+        targets[torch.randperm(n, generator=generator)[:4], label] = 1
+    logits = torch.randn(n, 8, generator=generator) * 0.3
+    logits[:, :2] += 1 + 3 * targets[:, :2]
+    logits[:, 2:] += 1.5 * targets[:, 2:] - 1
+    rare = torch.arange(2, 8)
+
+    pooled = ThresholdTuning(mode="global", guard=False).tune(logits, targets, fixed=0.5)
+    assert pooled[0] > 0.8  # the pooled cut is far above the rare labels' positives
+    for anchor, expected in (("auto", 0.5), ("fixed", 0.5), ("global", pooled[0].item())):
+        tuned = ThresholdTuning(anchor=anchor, guard=False).tune(logits, targets, fixed=0.5)
+        torch.testing.assert_close(tuned[rare], torch.full((6,), expected), rtol=0, atol=1e-6)
+    auto = ThresholdTuning().tune(logits, targets, fixed=0.5)
+    with_global = ThresholdTuning(anchor="global", guard=False).tune(logits, targets, fixed=0.5)
+    assert f1_scores(logits >= torch.logit(auto), targets)[1] > (
+        f1_scores(logits >= torch.logit(with_global), targets)[1] + 0.2
+    )
+
+
+def test_the_guard_keeps_the_fixed_threshold_when_tuning_scores_lower_on_validation():
+    logits, targets = rare_label_validation_set()
+    unsafe = ThresholdTuning(**EXACT)
+    unguarded = unsafe.tune(logits, targets, fixed=0.5)
+    fixed = torch.full((3,), 0.5)
+    # the exact search's one-positive label costs validation micro-F1 against the fixed threshold
+    assert (
+        f1_scores(logits >= torch.logit(unguarded), targets)[0] < f1_scores(logits >= 0, targets)[0]
+    )
+    assert not unsafe.fell_back
+    guarded = ThresholdTuning(**{**EXACT, "guard": True})
+    assert torch.equal(guarded.tune(logits, targets, fixed=0.5), fixed) and guarded.fell_back
+    # where tuning wins on both (the default strategy on the same data), it is kept
+    default = ThresholdTuning()
+    assert not torch.equal(default.tune(logits, targets, fixed=0.5), fixed)
+    assert not default.fell_back
 
 
 def test_too_few_positives_overall_keep_the_fixed_threshold():

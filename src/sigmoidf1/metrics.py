@@ -453,7 +453,7 @@ def build_large_label_metrics(
     """The large-label collection (module docstring): ``COUNT_OUTPUTS`` from one shared state,
     and ``{precision,ndcg,psp}_at_{k}`` for ``k`` in ``top_k`` from another (``psp`` only with
     ``propensities``)."""
-    counts = {name: MultilabelCounts(num_labels, name) for name in COUNT_OUTPUTS}
+    counts = _count_metrics(num_labels)
     kinds = RANKING_KINDS if propensities is not None else RANKING_KINDS[:2]
     ranking = {
         f"{kind}_at_{k}": TopKRanking(kind, k, top_k, propensities)
@@ -463,6 +463,24 @@ def build_large_label_metrics(
     return MetricCollection(
         {**counts, **ranking}, prefix=prefix, compute_groups=[list(counts), list(ranking)]
     )
+
+
+def build_train_metrics(num_labels: int, prefix: str = "train/") -> MetricCollection:
+    """The training collection: ``COUNT_OUTPUTS`` (every name of ``METRIC_NAMES`` but
+    ``map_macro``) from one shared ``MultilabelCounts`` state, at any number of labels.
+
+    No average precision on the training batches: exact AP keeps every training score of the epoch
+    (``[N, L]``: 400 MB for 100k examples and 1,000 labels) and sorts it at each epoch end, for a
+    figure of ranking quality on data the model is fitted to. The rest costs one update per chunk
+    of batches and ``3 L + 4`` numbers of state.
+    """
+    return MetricCollection(
+        _count_metrics(num_labels), prefix=prefix, compute_groups=[list(COUNT_OUTPUTS)]
+    )
+
+
+def _count_metrics(num_labels: int) -> dict[str, MultilabelCounts]:
+    return {name: MultilabelCounts(num_labels, name) for name in COUNT_OUTPUTS}
 
 
 class ChunkedUpdates:

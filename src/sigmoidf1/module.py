@@ -25,7 +25,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from sigmoidf1.backbones import build_backbone
-from sigmoidf1.metrics import ChunkedUpdates, build_metrics, shift_to_threshold
+from sigmoidf1.metrics import (
+    ChunkedUpdates,
+    build_metrics,
+    build_train_metrics,
+    shift_to_threshold,
+)
 from sigmoidf1.utils.errors import config_section
 
 STAGES = ("train", "val", "test")
@@ -52,7 +57,8 @@ class MultilabelClassifier(L.LightningModule):
         ap_thresholds: ``None`` for exact average precision, an int for binned (constant memory).
         metrics: options of ``build_metrics`` (``large_labels``, ``top_k``, ``propensity_a``,
             ``propensity_b``): above ``large_labels`` labels, the large-label metric set; and
-            ``train`` (default true): ``false`` computes no metric on the training batches.
+            ``train`` (default true): the thresholded metrics on the training batches
+            (``build_train_metrics``: no ``map_macro``); ``false``: none, only the loss.
         train_label_counts, train_size: training examples per label and in all (from the
             DataModule), for the propensity-scored ``psp_at_k`` of the large-label set.
         compile: ``torch.compile`` the backbone (in place: parameter names are unchanged).
@@ -133,14 +139,17 @@ class MultilabelClassifier(L.LightningModule):
         # about a fifth of each step; the loss is still logged
         self.train_metrics_on = bool(metric_options.pop("train", True))
         for stage in STAGES:  # attributes `train_metrics`, `train_loss`, `val_metrics` ...
-            metrics = build_metrics(
-                num_labels,
-                f"{stage}/",
-                ap_thresholds,
-                train_label_counts=hp.train_label_counts,
-                train_size=hp.train_size,
-                **metric_options,
-            )
+            if stage == "train":  # the thresholded metrics only (no map_macro): see there
+                metrics = build_train_metrics(num_labels)
+            else:
+                metrics = build_metrics(
+                    num_labels,
+                    f"{stage}/",
+                    ap_thresholds,
+                    train_label_counts=hp.train_label_counts,
+                    train_size=hp.train_size,
+                    **metric_options,
+                )
             setattr(self, f"{stage}_metrics", metrics)
             self._metric_updates[stage] = ChunkedUpdates(metrics)
             # epoch loss = mean over examples, summed over ranks (Lightning's own weighted mean

@@ -10,10 +10,18 @@ callbacks' states. Two things are missing for a resumed run to equal an uninterr
   directory changes, and every run (a resumed one too) writes into its own directory. The
   ``ModelCheckpoint`` here copies the previous run's kept checkpoints into the new directory and
   restores the record, so the "best" checkpoint of a resumed run is the one of an uninterrupted run.
+
+``last.ckpt`` is the latest epoch, always. Since Lightning 2.6, ``save_last=True`` writes it only
+when a top-k checkpoint is saved at the same step, so with ``save_top_k=1`` it is a copy of the best
+checkpoint and a resume from it silently goes back to the last improvement; ``save_last="link"``
+links it to the latest top-k file, the same problem. The ``ModelCheckpoint`` here writes it after
+every validation (or training epoch end, where Lightning checkpoints there), as a hard link to the
+epoch's checkpoint when that one was just saved (same bytes, one serialisation per epoch).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -23,6 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from sigmoidf1.utils.logging import get_logger
@@ -92,7 +101,53 @@ class RestoreRandomState(L.Callback):
 
 class ModelCheckpoint(_LightningModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` that keeps its top-k record across a resume into a new run
-    directory (see the module docstring). Arguments are Lightning's."""
+    directory, and keeps ``last.ckpt`` at the latest epoch: a hard link to the epoch's checkpoint
+    when that one was just saved, else a save of its own (see the module docstring). Arguments are
+    Lightning's."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def _save_last_if_stale(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` unless it already holds this step (or nothing may be saved now)."""
+        if (
+            self.save_last is not True
+            or trainer.fast_dev_run
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.sanity_checking
+            or getattr(self, "_last_step_in_last", None) == trainer.global_step
+        ):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if filepath == self.last_model_path:
+            self._last_step_in_last = trainer.global_step
+        source = self._last_checkpoint_saved
+        if (
+            filepath != self.last_model_path
+            or self._last_global_step_saved != trainer.global_step
+            or not source
+            or source == filepath
+        ):
+            if trainer.is_global_zero:
+                _unshare(filepath)  # writing into a linked file would rewrite the other name too
+            super()._save_checkpoint(trainer, filepath)
+            return
+        if trainer.is_global_zero:
+            _link_or_copy(source, filepath)
+        trainer.strategy.barrier()
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -136,3 +191,23 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         for source, target in moved.items():
             if not Path(target).exists():
                 shutil.copy2(source, target)
+
+
+def _unshare(path: str) -> None:
+    """Remove ``path`` if it is a hard link (another name shares its bytes), so that the next write
+    creates a new file instead of truncating the shared one."""
+    try:
+        if os.stat(path).st_nlink > 1:
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """``target`` becomes a hard link to ``source`` (a copy where links are not supported)."""
+    if os.path.lexists(target):
+        os.remove(target)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

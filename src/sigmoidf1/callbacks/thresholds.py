@@ -23,8 +23,9 @@ positives), so the candidates are the ``P`` distinct positive scores ``c``, and
 ``#{score >= c}`` is counted block by block of labels.
 
 ``ThresholdTuning`` is the Lightning callback that runs them at the end of every validation epoch
-and puts the result in the model's ``thresholds`` buffer; its ``mode``, ``min_positives`` and
-``shrinkage`` choose how far each label may move away from the pooled threshold (see there).
+and puts the result in the model's ``thresholds`` buffer; its ``mode``, ``min_positives``,
+``shrinkage``, ``anchor`` and ``guard`` choose how far each label may move away from a common
+threshold, and whether tuning is kept at all (see there).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sigmoidf1.metrics import shift_to_threshold
 from sigmoidf1.utils.distributed import gather_rows
 
 MODES = ("per_label", "global", "fixed")
+ANCHORS = ("auto", "global", "fixed")
 UNTUNED_PREFIX = "test_untuned/"
 TUNED_VAL_PREFIX = "val_tuned/"
 
@@ -158,15 +160,26 @@ def best_micro_f1_threshold(
     return threshold, best_f1, num_positives
 
 
-def f1_scores(predicted: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """``(micro F1, macro F1)`` of boolean predictions ``[N, L]``; labels without support: 0."""
+def _counts(predicted: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Per label ``(tp, predicted + positives)`` of boolean predictions ``[N, L]``, float64."""
     predicted = predicted.to(torch.float64)
     targets = targets.to(torch.float64)
-    tp = (predicted * targets).sum(0)
-    denominator = predicted.sum(0) + targets.sum(0)
-    per_label = torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), 0.0)
-    micro = 2 * tp.sum() / denominator.sum().clamp_min(1)
-    return micro, per_label.mean()
+    return (predicted * targets).sum(0), predicted.sum(0) + targets.sum(0)
+
+
+def _f1(tp: Tensor, denominator: Tensor) -> Tensor:
+    return torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), 0.0)
+
+
+def per_label_f1(predicted: Tensor, targets: Tensor) -> Tensor:
+    """F1 ``[L]`` of each column of boolean predictions ``[N, L]`` (0 without support)."""
+    return _f1(*_counts(predicted, targets))
+
+
+def f1_scores(predicted: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """``(micro F1, macro F1)`` of boolean predictions ``[N, L]``; labels without support: 0."""
+    tp, denominator = _counts(predicted, targets)
+    return _f1(tp.sum(), denominator.sum()), _f1(tp, denominator).mean()
 
 
 class ThresholdTuning(Callback):
@@ -177,25 +190,37 @@ class ThresholdTuning(Callback):
     rank gathers the same rows in the same order and runs the same deterministic computation, so
     every rank holds the same thresholds.
 
-    The strategy (``mode``, ``min_positives``, ``shrinkage``), in logit space, with ``t_fixed`` the
-    model's ``threshold``, ``t_global`` the micro-F1-optimal threshold of the pooled ``[N, L]``
-    scores (``best_micro_f1_threshold``), ``t_l`` label ``l``'s own F1-optimal threshold
-    (``best_f1_thresholds``) and ``n_l`` its number of validation positives:
+    The strategy (``mode``, ``min_positives``, ``shrinkage``, ``anchor``, ``guard``), in logit
+    space, with ``t_fixed`` the model's ``threshold``, ``t_global`` the micro-F1-optimal threshold
+    of the pooled ``[N, L]`` scores (``best_micro_f1_threshold``), ``t_l`` label ``l``'s own
+    F1-optimal threshold (``best_f1_thresholds``) and ``n_l`` its number of validation positives:
 
     - ``mode="per_label"`` (the default):
-      ``t = t_global + w_l (t_l - t_global)``, ``w_l = n_l / (n_l + shrinkage)`` if
-      ``n_l >= min_positives``, else ``w_l = 0``. A label moves away from the pooled threshold only
-      as far as its own positives support. Use it by default; with many positives per label it
-      approaches the exact per-label optimum (hence macro-F1), with few it is ``global``.
-    - ``mode="per_label", min_positives=0, shrinkage=0``: the exact per-label search, ``t = t_l``
-      (labels without positives: ``t_global``). Use it only when every label has many validation
-      positives (hundreds). Why not otherwise: F1 rewards any true positive over none, so for a
-      label with one or two positives the search picks whatever threshold catches them, even one
-      that flags hundreds of negatives (Lipton et al. 2014, "Thresholding Classifiers to Maximize
-      F1"); on Reuters with BCE this took test micro-F1 from 0.795 to 0.555.
+      ``t = a + w_l (t_l - a)``, ``w_l = n_l / (n_l + shrinkage)`` if ``n_l >= min_positives``,
+      else ``w_l = 0``. A label moves away from the anchor ``a`` only as far as its own positives
+      support. The anchor is ``t_global`` or ``t_fixed`` (``anchor="global"``, ``"fixed"``) or,
+      with ``anchor="auto"`` (the default), whichever of the two gives the rare labels
+      (``n_l < min_positives``; all labels if none is rare) the higher mean validation F1: one
+      choice fitted on many labels, not one per label. ``t_global`` suits models whose scores
+      share one scale; ``t_fixed`` those that already rank rare labels at 0.5 (ASL, sigmoidF1 on
+      Reuters), where the pooled cut, set by the frequent labels, would silence the rare ones.
+      Use it by default; with many positives per label it approaches the exact per-label optimum
+      (hence macro-F1), with few it is the anchor.
+    - ``guard=True`` (the default, every mode): if the tuned thresholds score a lower micro-F1 *or*
+      a lower macro-F1 on the validation set than ``t_fixed`` for every label, ``t_fixed`` is
+      kept for every label (``fell_back``, logged as ``val_tuned/fell_back``). Per-label cuts
+      maximise each label's F1, not the pooled one, and can cost micro-F1; tuning is kept only
+      where it wins on both.
+    - ``mode="per_label", min_positives=0, shrinkage=0, guard=False``: the exact per-label search,
+      ``t = t_l`` (labels without positives: the anchor). Use it only when every label has many
+      validation positives (hundreds). Why not otherwise: F1 rewards any true positive over none,
+      so for a label with one or two positives the search picks whatever threshold catches them,
+      even one that flags hundreds of negatives (Lipton et al. 2014, "Thresholding Classifiers to
+      Maximize F1"); on Reuters with BCE this took test micro-F1 from 0.795 to 0.555.
     - ``mode="global"``: ``t = t_global`` for every label: one parameter fitted on all ``N * L``
       pooled scores, so it is stable even when most labels are rare. Use it to optimise micro-F1,
-      or when the labels' scores are on one common scale (one calibration error for all).
+      or when the labels' scores are on one common scale (one calibration error for all). The
+      guard still applies (it keeps ``t_fixed`` when ``t_global`` costs validation macro-F1).
     - ``mode="fixed"``: ``t = t_fixed`` (no tuning; ``test/`` equals ``test_untuned/``). Use it as
       the baseline, or when the validation set is tiny.
 
@@ -242,6 +267,10 @@ class ThresholdTuning(Callback):
         chunk_labels: labels searched at once; bounds the search's extra memory to about
             ``50 * N * chunk_labels`` bytes for ``N`` validation examples (``None``: all labels at
             once). The thresholds do not depend on it.
+        anchor: ``"auto"``, ``"global"`` or ``"fixed"``: what rare labels take and the others are
+            shrunk toward (``per_label`` only; above).
+        guard: keep ``t_fixed`` everywhere unless the tuned thresholds score at least its
+            micro-F1 and its macro-F1 on the validation set (above).
     """
 
     def __init__(
@@ -251,9 +280,13 @@ class ThresholdTuning(Callback):
         shrinkage: float = 10.0,
         max_abs_logit: float = 10.0,
         chunk_labels: int | None = 256,
+        anchor: str = "auto",
+        guard: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
         if not (isinstance(min_positives, int) and min_positives >= 0):
             raise ValueError(f"min_positives must be an integer >= 0, got {min_positives!r}")
         if not shrinkage >= 0:
@@ -267,6 +300,9 @@ class ThresholdTuning(Callback):
         self.shrinkage = float(shrinkage)
         self.max_abs_logit = float(max_abs_logit)
         self.chunk_labels = chunk_labels
+        self.anchor = anchor
+        self.guard = bool(guard)
+        self.fell_back = False
         # probability thresholds [L] tuned at the latest validation epoch
         self.tuned: Tensor | None = None
         self._logits: list[Tensor] = []
@@ -278,25 +314,49 @@ class ThresholdTuning(Callback):
         """Probability thresholds ``[L]`` (float32) for ``logits``/``targets`` ``[N, L]``.
 
         A deterministic function of its arguments (no randomness, no reduction whose order
-        depends on the process), so that every rank, given the same gathered rows, agrees.
+        depends on the process), so that every rank, given the same gathered rows, agrees. Sets
+        ``fell_back`` (whether the guard chose the fixed threshold).
         """
         num_labels = logits.shape[1]
+        fixed_cut = torch.full(
+            (num_labels,), math.log(fixed / (1 - fixed)), dtype=torch.float64, device=logits.device
+        )
+        self.fell_back = False
         if self.mode == "fixed":
-            return torch.full((num_labels,), fixed, dtype=torch.float32, device=logits.device)
-        fixed_logit = math.log(fixed / (1 - fixed))
+            return torch.sigmoid(fixed_cut).to(torch.float32)
         needed = max(self.min_positives, 1)
         pooled, _, pooled_positives = best_micro_f1_threshold(
-            logits, targets, fixed_logit, self.chunk_labels
+            logits, targets, fixed_cut[0].item(), self.chunk_labels
         )
-        cut = torch.where(pooled_positives >= needed, pooled, fixed_logit).expand(num_labels)
+        global_cut = torch.where(pooled_positives >= needed, pooled, fixed_cut)
+        cut = global_cut
         if self.mode == "per_label":
-            own, _, _ = best_f1_thresholds(logits, targets, 0.0, self.chunk_labels)
             positives = targets.to(torch.float64).sum(0)
+            rare = positives < needed
+            anchor = self._anchor(logits, targets, global_cut, fixed_cut, rare)
+            own, _, _ = best_f1_thresholds(logits, targets, 0.0, self.chunk_labels)
             weight = positives / (positives + self.shrinkage).clamp_min(1)
-            weight = torch.where(positives >= needed, weight, 0.0)
-            cut = (1 - weight) * cut + weight * own  # exactly `own` at weight 1
+            weight = torch.where(rare, 0.0, weight)
+            cut = (1 - weight) * anchor + weight * own  # exactly `own` at weight 1
         cut = cut.clamp(-self.max_abs_logit, self.max_abs_logit)
+        if self.guard:
+            tuned_f1 = f1_scores(logits >= cut, targets)
+            fixed_f1 = f1_scores(logits >= fixed_cut, targets)
+            if any(t < f for t, f in zip(tuned_f1, fixed_f1, strict=True)):
+                cut, self.fell_back = fixed_cut, True
         return torch.sigmoid(cut).to(torch.float32)
+
+    def _anchor(
+        self, logits: Tensor, targets: Tensor, global_cut: Tensor, fixed_cut: Tensor, rare: Tensor
+    ) -> Tensor:
+        """The cut the rare labels take and the others are shrunk toward (``anchor``)."""
+        if self.anchor != "auto":
+            return global_cut if self.anchor == "global" else fixed_cut
+        group = rare if bool(rare.any()) else torch.ones_like(rare)
+        scores, group_targets = logits[:, group], targets[:, group]
+        f1_global = per_label_f1(scores >= global_cut[group], group_targets).mean()
+        f1_fixed = per_label_f1(scores >= fixed_cut[group], group_targets).mean()
+        return global_cut if f1_global >= f1_fixed else fixed_cut
 
     # --- fitting: hold the fixed threshold, tune at each validation epoch end ------------------
     def _hold_fixed(self, pl_module: L.LightningModule) -> None:
@@ -342,6 +402,8 @@ class ThresholdTuning(Callback):
         # equal on every rank already: sync_dist averages equal values (and silences Lightning)
         pl_module.log(f"{TUNED_VAL_PREFIX}f1_micro", micro.float(), sync_dist=True)
         pl_module.log(f"{TUNED_VAL_PREFIX}f1_macro", macro.float(), sync_dist=True)
+        fell_back = torch.tensor(float(self.fell_back), device=pl_module.device)
+        pl_module.log(f"{TUNED_VAL_PREFIX}fell_back", fell_back, sync_dist=True)
         if trainer.state.fn != "fit":  # `trainer.validate`: use the thresholds from now on
             pl_module.thresholds.copy_(self.tuned)
 

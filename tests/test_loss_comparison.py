@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import loss_comparison  # noqa: E402
 import loss_comparison_report as report  # noqa: E402
+from tests.conftest import compose_train  # noqa: E402
 
 T_975_DF2 = 4.302652729911275  # Student t 97.5 % quantile, 2 degrees of freedom (from a table)
 
@@ -170,6 +171,16 @@ def test_reproduce_reruns_a_recorded_command_and_records_the_check(tmp_path):
     assert "## Reproduction" in (tmp_path / "loss_comparison.md").read_text()
 
 
+def test_reproduce_with_datasets_reruns_a_run_of_that_variant(tmp_path):
+    args = ["--studies", "sweep", "compare", "--out", str(tmp_path)]
+    assert loss_comparison.main([*args, "--datasets", "yeast", "reuters"], FakeRunner()) == 0
+    rerun = FakeRunner()
+    assert loss_comparison.main([*args, "--datasets", "reuters", "--reproduce"], rerun) == 0
+    (check,) = json.loads((tmp_path / "loss_comparison.json").read_text())["reproductions"]
+    assert check["command"].startswith("OMP_NUM_THREADS=1 sigmoidf1-train data=reuters ")
+    assert len(rerun.calls) == 1
+
+
 def test_a_variant_is_one_entry_of_overrides():
     job = loss_comparison.make_job("compare", "reuters", "bce", 3)
     assert job["overrides"][: len(loss_comparison.VARIANTS["reuters"].overrides)] == list(
@@ -179,6 +190,17 @@ def test_a_variant_is_one_entry_of_overrides():
     batch = loss_comparison.make_job("batch_size", "yeast", "bce", 0, batch_size=64)
     assert "data.batch_size=64" in batch["overrides"]
     assert set(loss_comparison.BATCH_STUDY) <= set(batch["overrides"])
+
+
+def test_every_variant_composes_and_frozen_encoders_keep_one_split(tmp_path):
+    for name in loss_comparison.VARIANTS:
+        job = loss_comparison.make_job("compare", name, "sigmoid_f1", 3)
+        overrides = [o for o in job["overrides"] if not o.startswith("++trainer.")]
+        cfg = compose_train(overrides, tmp_path)
+        assert cfg.seed == 3
+        if cfg.data.get("frozen_encoder") is not None:
+            # one split for every seed: the cached features of the first run serve all the others
+            assert cfg.data.seed == 42, name
 
 
 @pytest.mark.slow

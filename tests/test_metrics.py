@@ -61,3 +61,26 @@ def test_threshold_shift_moves_the_decision_and_keeps_rankings():
     assert torch.equal(shifted >= 0.5, plain >= thresholds)
     assert torch.allclose(shifted[:, 0], plain[:, 0])
     assert torch.equal(shifted[:, 1].argsort(), plain[:, 1].argsort())
+
+
+def test_binned_average_precision_in_deterministic_mode_counts_like_bincount():
+    # torchmetrics would compare every score with every bin here: [4000 * 500, 4 * 500 * 20]
+    # int64, 640 GB; our update counts with bincount and gives the same value as without
+    # deterministic mode, and leaves the mode as it found it
+    generator = torch.Generator().manual_seed(0)
+    target = (torch.rand(4000, 500, generator=generator) < 0.05).int()
+    preds = (torch.rand(4000, 500, generator=generator) + 0.3 * target).clamp(max=1.0)
+    reference = build_metrics(500, "val/", ap_thresholds=20)["val/map_macro"]
+    reference.update(preds, target)
+    binned = build_metrics(500, "val/", ap_thresholds=20)["val/map_macro"]
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        binned.update(preds, target)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert binned.compute() == reference.compute()
+    exact = build_metrics(500, "val/")["val/map_macro"]
+    exact.update(preds, target)
+    assert binned.compute() == pytest.approx(exact.compute().item(), abs=0.02)

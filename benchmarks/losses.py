@@ -9,13 +9,18 @@ targets are made once. After a warm-up, every repeat times each loss once, round
 order rotates between repeats), where one sample is ``inner`` iterations of
 ``loss = fn(logits, targets); loss.backward()`` with ``inner`` chosen so that the reference takes
 about ``--min-sample-ms``. The default, 100 ms, averages 3-7 iterations at 10,000 labels: a sample
-of one iteration there swings by 2x between rounds, mostly with the page faults of fresh
-``[batch, labels]`` buffers (glibc hands large freed blocks back to the system, and how many it
-keeps depends on what ran before). Reported: the ratio of the median time per iteration to the
-median of the reference ``torch.nn.functional.binary_cross_entropy_with_logits`` ("bce_ref", no
-input checks), the min-max of the per-round ratios, and the median time. Threads are left at
-torch's default unless ``--threads`` is given. On a busy machine wall-clock ratios are unreliable
-(the load average is printed); ``--clock cpu`` measures process CPU time instead.
+of one iteration there swings by 2x between rounds. Reported: the ratio of the median time per
+iteration to the median of the reference ``torch.nn.functional.binary_cross_entropy_with_logits``
+("bce_ref", no input checks), the min-max of the per-round ratios, the median time, and the median
+minor page faults per iteration ("pf"). Page faults are fresh 4 KiB pages the kernel zeroes: glibc
+hands large freed blocks back to the system (how many depends on what ran before), and every op
+that allocates a ``[batch, labels]`` tensor may pay for it. At 10,000 labels they add 3-7 ms to an
+iteration of bce_ref and are the main source of the spread between runs; with
+``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296`` in the environment glibc
+keeps freed blocks (as jemalloc and tcmalloc do), no loss faults, and the ratios compare compute
+alone. Threads are left at torch's default unless ``--threads`` is given. On a busy machine
+wall-clock ratios are unreliable (the load average is printed); ``--clock cpu`` measures process
+CPU time instead.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 from pathlib import Path
 
 import torch
@@ -44,13 +54,21 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
 
 
-def time_once(fn: Callable, logits: torch.Tensor, targets: torch.Tensor, inner: int) -> float:
-    """Seconds per forward+backward, averaged over ``inner`` back-to-back iterations."""
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (0 where there is no ``resource``: Windows)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+
+
+def time_once(
+    fn: Callable, logits: torch.Tensor, targets: torch.Tensor, inner: int
+) -> tuple[float, float]:
+    """Seconds and minor page faults per forward+backward, means over ``inner`` iterations."""
+    faults = minor_page_faults()
     start = clock()
     for _ in range(inner):
         logits.grad = None
         fn(logits, targets).backward()
-    return (clock() - start) / inner
+    return (clock() - start) / inner, (minor_page_faults() - faults) / inner
 
 
 def bench_labels(
@@ -70,16 +88,19 @@ def bench_labels(
         for _ in range(warmup):
             time_once(fn, logits, targets, 1)
     reference_s = statistics.median(
-        time_once(losses[REFERENCE], logits, targets, 1) for _ in range(3)
+        time_once(losses[REFERENCE], logits, targets, 1)[0] for _ in range(3)
     )
     inner = max(1, round(min_sample_s / max(reference_s, 1e-9)))
 
     names = list(losses)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    faults: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(time_once(losses[name], logits, targets, inner))
+            seconds, page_faults = time_once(losses[name], logits, targets, inner)
+            samples[name].append(seconds)
+            faults[name].append(page_faults)
 
     reference = statistics.median(samples[REFERENCE])
     return {
@@ -90,6 +111,9 @@ def bench_labels(
             "ratio": statistics.median(times) / reference,
             # per round: this loss over the reference of the same round (interleaved samples)
             "round_ratios": [t / r for t, r in zip(times, samples[REFERENCE], strict=True)],
+            # each fault is a fresh 4 KiB page the kernel zeroes: large buffers that the
+            # allocator handed back to the system and took again (10,000 labels: 2,500 per tensor)
+            "page_faults_per_iter": statistics.median(faults[name]),
             "inner": inner,
             "repeats": repeats,
         }
@@ -98,9 +122,12 @@ def bench_labels(
 
 
 def cell(result: dict) -> str:
-    """``median ratio (min-max of the per-round ratios), median ms``."""
+    """``median ratio (min-max of the per-round ratios), median ms, median page faults``."""
     ratios = result["round_ratios"]
-    return f"{result['ratio']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}), {result['ms']:.2f} ms"
+    return (
+        f"{result['ratio']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}), {result['ms']:.2f} ms, "
+        f"{result['page_faults_per_iter']:,.0f} pf"
+    )
 
 
 def print_table(results: dict[int, dict[str, dict[str, float]]], batch: int) -> None:
@@ -113,11 +140,11 @@ def print_table(results: dict[int, dict[str, dict[str, float]]], batch: int) -> 
         from rich.table import Table
     except ImportError:
         print(title)
-        header = f"{'loss':<18}" + "".join(f"{f'{n} labels':>30}" for n in label_counts)
+        header = f"{'loss':<18}" + "".join(f"{f'{n} labels':>42}" for n in label_counts)
         print(header)
         print("-" * len(header))
         for name in names:
-            print(f"{name:<18}" + "".join(f"{cells[name, n]:>30}" for n in label_counts))
+            print(f"{name:<18}" + "".join(f"{cells[name, n]:>42}" for n in label_counts))
         return
     table = Table(title=title)
     table.add_column("loss")

@@ -16,7 +16,7 @@ cast up), so sums over large batches stay accurate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -69,26 +69,8 @@ def compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.promote_types(logits.dtype, torch.float32)
 
 
-# On CPU the forward runs on blocks of rows, about 1 MiB per float32 tensor, so that S of a block is
-# still in cache when S * y and the column sums read it, instead of each op streaming the whole
-# [batch, labels] tensor through memory again (benchmarks/losses.py, 10,000 labels, one thread).
-# Off CPU the whole batch is one block: one launch per op.
-CPU_BLOCK_ELEMENTS = 1 << 18
-
-
-def row_views(*tensors: Tensor | None) -> Iterator[tuple[Tensor | None, ...]]:
-    """Views of ``tensors`` (``[batch, labels]`` each, or None) on the rows of each block."""
-    batch, num_labels = tensors[0].shape
-    if tensors[0].device.type != "cpu" or batch * num_labels <= CPU_BLOCK_ELEMENTS:
-        yield tensors  # one block: no slicing (on small tensors it costs as much as an op)
-        return
-    rows = max(1, CPU_BLOCK_ELEMENTS // num_labels)
-    for start in range(0, batch, rows):
-        yield tuple(None if t is None else t[start : start + rows] for t in tensors)
-
-
 class _SoftCountsFn(torch.autograd.Function):
-    """``(tp, pred) = ((S * y).sum(0), S.sum(0))`` in cache-sized blocks, with a fused backward.
+    """``(tp, pred) = ((S * y).sum(0), S.sum(0))`` with a fused, allocation-saving backward.
 
     Autograd on the plain expressions would materialise ``grad_tp * y``, add ``grad_pred`` in a
     second pass and apply the sigmoid derivative in a third, allocating a new ``[batch, labels]``
@@ -96,25 +78,25 @@ class _SoftCountsFn(torch.autograd.Function):
 
         dL/du = beta * S * (1 - S) * (grad_tp * y + grad_pred)
 
-    The result equals autograd's on the plain expressions (tested with ``gradcheck``, also over
-    several blocks); double backward is not supported.
+    written into the forward's ``S * y`` scratch tensor (no longer needed once ``tp`` is summed).
+    The result equals autograd's on the plain expressions (tested with ``gradcheck``); double
+    backward is not supported.
     """
 
     @staticmethod
     def forward(
         ctx, logits: Tensor, targets: Tensor, beta: float, eta: float, official_compat: bool
     ) -> tuple[Tensor, Tensor]:
-        s = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        probs = torch.empty_like(s) if official_compat else None
-        tp = pred = 0
-        for u, y, s_of_rows, probs_of_rows in row_views(logits, targets, s, probs):
-            z = torch.sigmoid(u, out=probs_of_rows) if probs_of_rows is not None else u
-            if beta != 1.0 or eta != 0.0:
-                z = torch.add(z, eta, out=s_of_rows).mul_(beta)
-            torch.sigmoid(z, out=s_of_rows)
-            tp = tp + (s_of_rows * y).sum(0)
-            pred = pred + s_of_rows.sum(0)
+        probs = torch.sigmoid(logits) if official_compat else None
+        z = probs if official_compat else logits
+        if beta != 1.0 or eta != 0.0:
+            z = (z + eta) * beta
+        s = torch.sigmoid(z)
+        scratch = s * targets
+        tp = scratch.sum(0)
+        pred = s.sum(0)
         ctx.save_for_backward(s, targets, probs)
+        ctx.scratch = scratch
         ctx.beta = beta
         return tp, pred
 
@@ -126,8 +108,13 @@ class _SoftCountsFn(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_targets = s * grad_tp
         if ctx.needs_input_grad[0]:
+            # take the scratch buffer at most once: a second backward (retain_graph=True) must
+            # not overwrite the gradient handed out by the first
+            grad_logits, ctx.scratch = ctx.scratch, None
+            if grad_logits is None:
+                grad_logits = torch.empty_like(s)
             # dL/dS = grad_tp * y + grad_pred, with beta (from dz/du) folded into the vectors
-            grad_logits = torch.addcmul(grad_pred * ctx.beta, targets, grad_tp * ctx.beta)
+            torch.addcmul(grad_pred * ctx.beta, targets, grad_tp * ctx.beta, out=grad_logits)
             # times S * (1 - S), in place
             torch.ops.aten.sigmoid_backward.grad_input(grad_logits, s, grad_input=grad_logits)
             if probs is not None:  # official_compat: z = sigmoid(u), chain through it too

@@ -33,11 +33,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-
-try:
-    import resource
-except ImportError:  # Windows
-    resource = None
 from pathlib import Path
 
 import torch
@@ -46,6 +41,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
 
 from sigmoidf1.losses import available_losses, get_loss  # noqa: E402
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 REFERENCE = "bce_ref"
 

@@ -142,7 +142,12 @@ def minilm_available() -> bool:
 )
 def test_real_minilm_from_its_pip_package(tmp_path, monkeypatch):
     """The pretrained all-MiniLM-L6-v2: sentence similarity is meaningful through our pipeline."""
-    from sigmoidf1.data.text import PretrainedTokenizer, TokenizedTexts, encode_cached
+    from sigmoidf1.data.text import (
+        PretrainedTokenizer,
+        TokenizedTexts,
+        encode_cached,
+        pad_token_batch,
+    )
 
     monkeypatch.setenv("SIGMOIDF1_CACHE", str(tmp_path))
     backbone = TransformerBackbone("pip:all_minilm_l6_v2", pooling="mean").eval()
@@ -154,8 +159,8 @@ def test_real_minilm_from_its_pip_package(tmp_path, monkeypatch):
         "Stock markets fell sharply today.",
     ]
     ids, offsets = encode_cached(tokenizer, texts, cache_dir=None)
-    batch = TokenizedTexts(ids, offsets, tokenizer.pad_id).__getitems__([0, 1, 2])
-    inputs = {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
+    texts = TokenizedTexts(ids, offsets, tokenizer.pad_id)
+    inputs = pad_token_batch([texts[i] for i in range(3)], tokenizer.pad_id)
     with torch.no_grad():
         embeddings = nn.functional.normalize(backbone(inputs), dim=-1)
     similar, unrelated = (

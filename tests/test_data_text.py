@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -9,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from sigmoidf1.data import CsvTextDataModule, ReutersDataModule
 from sigmoidf1.data.download import download, file_integrity
 from sigmoidf1.data.npm import npm_tarball_name
 from sigmoidf1.data.reuters import PACKAGE, VERSION
-from sigmoidf1.data.text import TokenizedTexts, WordVocabulary, encode_cached
+from sigmoidf1.data.text import TokenizedTexts, WordVocabulary, encode_cached, pad_token_batch
 from tests.data_fixtures import (
     REPO_ROOT,
     TOPICS,
@@ -51,13 +52,28 @@ def test_tokenized_texts_pad_each_batch_to_its_longest_text():
     vocab = WordVocabulary.build(["a b c d e", "a b"], min_freq=1)
     ids, offsets = encode_cached(vocab, ["a b c d e", "a", "b c"], cache_dir=None)
     dataset = TokenizedTexts(ids, offsets, vocab.pad_id, torch.eye(3))
-    inputs, targets = next(iter(DataLoader(dataset, batch_size=3)))
+    collate = functools.partial(pad_token_batch, pad_id=vocab.pad_id)
+    inputs, targets = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collate)))
     assert inputs["input_ids"].shape == (3, 5) and inputs["input_ids"].dtype == torch.int64
     assert inputs["attention_mask"].tolist() == [[1] * 5, [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]]
     assert inputs["input_ids"][1, 1:].eq(vocab.pad_id).all()
     assert torch.equal(targets, torch.eye(3))
-    short, _ = next(iter(DataLoader(dataset, batch_size=2, sampler=[1, 2])))
+    short, _ = next(iter(DataLoader(dataset, batch_size=2, sampler=[1, 2], collate_fn=collate)))
     assert short["input_ids"].shape == (2, 2)  # padded to this batch's longest, not the corpus'
+
+
+def test_padding_survives_datasets_that_wrap_the_texts():
+    """A ConcatDataset (the server joins the requests of a batch) fetches items one by one: the
+    padding must come from the loader, not from a batched fetch of the dataset."""
+    vocab = WordVocabulary.build(["a b c d e", "a b"], min_freq=1)
+    parts = [
+        TokenizedTexts(*encode_cached(vocab, texts, cache_dir=None), vocab.pad_id)
+        for texts in (["a b c d e", "a"], ["b c", "a b c"])
+    ]
+    collate = functools.partial(pad_token_batch, pad_id=vocab.pad_id)
+    (batch,) = list(DataLoader(ConcatDataset(parts), batch_size=4, collate_fn=collate))
+    assert batch["attention_mask"].sum(1).tolist() == [5, 1, 2, 3]
+    assert batch["input_ids"].shape == (4, 5)
 
 
 def test_token_cache_is_reused_and_keyed_by_the_encoder(tmp_path, monkeypatch):
@@ -153,7 +169,7 @@ def test_reuters_state_and_predict_without_training_data(reuters_tarball, tmp_pa
         tmp_path / "new.jsonl", [{"text": "wheat exports story grain"}, {"text": "x"}]
     )
     dataset = restored.predict_dataset(str(inputs_file))
-    batch = next(iter(DataLoader(dataset, batch_size=2)))
+    batch = next(iter(restored.predict_loader(dataset, batch_size=2)))
     assert set(batch) == {"input_ids", "attention_mask"} and batch["input_ids"].shape[0] == 2
     assert batch["input_ids"][0, :4].tolist() == dm.encoder.encode(["wheat exports story grain"])[0]
 

@@ -38,7 +38,6 @@ YEAST_TEST_SIZE = 483
 # tests.ddp_probe must be importable by the training processes
 PROBE_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])}
 PROBE = "+callbacks.loss_probe._target_=tests.ddp_probe.LossProbe"
-QUIET_DDP = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
 
 # --- per-device batch size and evaluation sampling (no processes) -------------------------------
@@ -197,7 +196,6 @@ def test_ddp_cpu_trains_with_global_sigmoid_f1_and_tests_like_one_process(workdi
         "model.backbone.dropout=0",
         PROBE,
         "extras.print_config=true",
-        *QUIET_DDP,
         cwd=workdir,
         env=PROBE_ENV,
     )
@@ -280,7 +278,6 @@ def test_multirun_over_ddp_runs_each_job_once_with_its_own_processes(workdir):
         "trainer.max_epochs=1",
         "data.batch_size=64",
         "extras.print_config=false",
-        *QUIET_DDP,
         cwd=workdir,
     )
     output = result.stdout + result.stderr
@@ -303,7 +300,6 @@ def test_ddp_batch_size_not_divisible_fails_clearly(workdir):
         "trainer=ddp_cpu",
         "data.batch_size=65",
         "extras.print_config=false",
-        *QUIET_DDP,
         cwd=workdir,
         check=False,
         timeout=300,
@@ -324,7 +320,6 @@ def test_a_nan_on_one_process_stops_every_process_with_the_same_message(workdir)
         "+callbacks.nan._target_=tests.helpers.NonFiniteInputsOnRank",
         "+callbacks.nan.rank=1",
         "+callbacks.nan.step=2",
-        *QUIET_DDP,
         cwd=workdir,
         check=False,
         timeout=300,

@@ -51,13 +51,25 @@ def test_updates_are_due_once_per_interval_and_on_the_last_batch(monkeypatch):
     bar = ProgressBar(refresh_rate=4)  # every 0.25 s
     due = []
     for batch_idx in range(10):
-        due.append(bar._due(batch_idx, total=10))
+        due.append(bar._due(batch_idx, total=lambda: 10))
         now[0] += 0.1
     # t = 0.0 (first), 0.3, 0.6, 0.9 (0.25 s after the last update each), and the last batch
     assert [i for i, d in enumerate(due) if d] == [0, 3, 6, 9]
-    assert bar._due(3, total=float("inf")) is False  # same instant, no end in sight
+    assert bar._due(3, total=lambda: float("inf")) is False  # same instant, no end in sight
 
 
 def test_a_negative_refresh_rate_is_refused():
     with pytest.raises(ValueError, match="refresh_rate must be >= 0"):
         ProgressBar(refresh_rate=-1)
+
+
+def test_a_disabled_bar_never_reads_the_dataloader_totals():
+    """On the processes of rank > 0 Lightning disables the bar and leaves the per-dataloader
+    totals unset (reading them asserts): the batch hooks must not read them there."""
+    bar = ProgressBar()
+    bar.disable()
+
+    def unset() -> float:
+        raise AssertionError("total read on a disabled bar")
+
+    assert bar._due(0, total=unset) is False

@@ -126,8 +126,13 @@ class Server:
         ]
         env = {**os.environ, "SIGMOIDF1_ROOT": str(workdir), "PYTHONWARNINGS": "ignore"}
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            self.process = subprocess.Popen(  # its own process group, as a shell job has
+                command,
+                cwd=workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.wait_until_healthy()
 
@@ -150,9 +155,14 @@ class Server:
         self.process.kill()
         raise AssertionError(f"no healthy server after {STARTUP_TIMEOUT} s:\n{self.output()}")
 
-    def stop(self, signum: int, timeout: float = 120) -> int:
+    def stop(self, signum: int, timeout: float = 120, group: bool = False) -> int:
+        """Send ``signum`` to the server process, or to its whole process group (as Ctrl-C in a
+        terminal or systemd's stop do), and wait for the exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signum)
+            if group:
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -342,16 +352,24 @@ def test_malformed_requests_get_422_with_a_clear_message(server, body, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_the_server_its_workers_and_frees_the_port(checkpoint, tmp_path, signum):
+@pytest.mark.parametrize(
+    ("signum", "group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGTERM, True)],
+    ids=["SIGTERM", "Ctrl-C (SIGINT to the group)", "systemd stop (SIGTERM to the group)"],
+)
+def test_a_signal_stops_the_server_its_workers_and_frees_the_port(
+    checkpoint, tmp_path, signum, group
+):
     running = Server(checkpoint, tmp_path)
     children = children_of(running.process.pid)
     assert children, "LitServe runs its HTTP server and inference worker in child processes"
     assert post_rows(running.url, yeast_rows(2))[0] == 200
 
-    assert running.stop(signum) == 0, running.output()
-    assert "Server stopped" in running.output()
-    assert "Traceback" not in running.output()
+    assert running.stop(signum, group=group) == 0, running.output()
+    output = running.output()
+    assert "Server stopped" in output
+    for noise in ("Traceback", "Error", "leaked"):
+        assert noise not in output, output
     deadline = time.monotonic() + 30
     while any(map(is_running, children)) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -127,6 +127,9 @@ class ClassifierAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the model and its preprocessing once per inference worker."""
+        # Ctrl-C reaches every process of the group: the main process stops this worker (with
+        # SIGTERM) once the HTTP servers are down, instead of a KeyboardInterrupt traceback here
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         model, self.datamodule = load_trained(self.ckpt_path, self.data_overrides)
@@ -197,8 +200,10 @@ def stop_on_signals(server: ls.LitServer) -> Iterator[None]:
 
     def stop(signum: int, frame: Any) -> None:
         if os.getpid() != main_pid:
-            # a forked HTTP server process: uvicorn re-raises the signal it handled, to end it
-            raise SystemExit(0)
+            # a forked child (LitServe's queue manager, an HTTP server process) that got the
+            # signal with its process group (Ctrl-C, systemd, `kill -- -PGID`): the main process
+            # stops it in order; dying now would break the queues under the other processes
+            return
         for name in (signal.SIGINT, signal.SIGTERM):
             signal.signal(name, signal.SIG_DFL)
         event = getattr(server, "_shutdown_event", None)

@@ -12,6 +12,7 @@ or on the last batch of the loop; the display thread runs at ``refresh_rate``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -32,11 +33,15 @@ class ProgressBar(RichProgressBar):
         super().__init__(refresh_rate=refresh_rate, **kwargs)
         self._last_update = -float("inf")
 
-    def _due(self, batch_idx: int, total: float) -> bool:
+    def _due(self, batch_idx: int, total: Callable[[], float]) -> bool:
         """Whether this batch updates the bar: ``1 / refresh_rate`` s after the last update, or the
-        loop's last batch (so that every loop ends drawn complete)."""
+        loop's last batch (so that every loop ends drawn complete). Never on a disabled bar (the
+        processes of rank > 0, where Lightning's per-dataloader totals are not set: reading them
+        asserts), so ``total`` is a callable read only when needed."""
+        if not self.is_enabled:
+            return False
         now = time.monotonic()
-        if batch_idx + 1 < total and now - self._last_update < 1.0 / max(self.refresh_rate, 1e-9):
+        if batch_idx + 1 < total() and now - self._last_update < 1.0 / max(self.refresh_rate, 1e-9):
             return False
         self._last_update = now
         return True
@@ -44,7 +49,7 @@ class ProgressBar(RichProgressBar):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx
     ) -> None:
-        if self._due(batch_idx, self.total_train_batches):
+        if self._due(batch_idx, lambda: self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_batch_end(
@@ -56,11 +61,11 @@ class ProgressBar(RichProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        total = (
-            self.total_val_batches_current_dataloader
-            if not trainer.sanity_checking
-            else self.trainer.num_sanity_val_batches[dataloader_idx]
-        )
+        def total() -> float:
+            if trainer.sanity_checking:
+                return trainer.num_sanity_val_batches[dataloader_idx]
+            return self.total_val_batches_current_dataloader
+
         if self._due(batch_idx, total):
             super().on_validation_batch_end(
                 trainer, pl_module, outputs, batch, batch_idx, dataloader_idx
@@ -75,7 +80,7 @@ class ProgressBar(RichProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._due(batch_idx, self.total_test_batches_current_dataloader):
+        if self._due(batch_idx, lambda: self.total_test_batches_current_dataloader):
             super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_predict_batch_end(
@@ -87,7 +92,7 @@ class ProgressBar(RichProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._due(batch_idx, self.total_predict_batches_current_dataloader):
+        if self._due(batch_idx, lambda: self.total_predict_batches_current_dataloader):
             super().on_predict_batch_end(
                 trainer, pl_module, outputs, batch, batch_idx, dataloader_idx
             )

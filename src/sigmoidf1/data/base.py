@@ -40,6 +40,7 @@ trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -118,13 +119,19 @@ class MultilabelDataModule(L.LightningDataModule):
                 for name in ("train_set", "val_set", "test_set"):
                     split = getattr(self, name)
                     encoded = self.frozen_encoder.encode_split(
-                        name[:-4], split, self.backbone_inputs
+                        name[:-4], split, self.backbone_inputs, self.collate_fn
                     )
                     setattr(self, name, encoded)
                 self.backbone_inputs = {"in_features": encoded.features.shape[1]}
 
     def _load(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """How the loaders join items into a batch (``None``: PyTorch's ``default_collate``).
+        Override where items need more, e.g. padding texts to the batch's longest."""
+        return None
 
     # --- preprocessing state (checkpoints) and prediction ---------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -156,7 +163,9 @@ class MultilabelDataModule(L.LightningDataModule):
         (override when the collate function of the training loaders expects targets). With a
         ``frozen_encoder`` the inputs are encoded first (not cached)."""
         if self.frozen_encoder is not None:
-            dataset = self.frozen_encoder.encode_inputs(dataset, self.backbone_inputs)
+            dataset = self.frozen_encoder.encode_inputs(
+                dataset, self.backbone_inputs, self.collate_fn
+            )
         return self._loader(dataset, batch_size or self.eval_batch_size, shuffle=False)
 
     def check_targets(self, targets: torch.Tensor | np.ndarray, source: str) -> None:
@@ -205,6 +214,7 @@ class MultilabelDataModule(L.LightningDataModule):
             "num_workers": self.num_workers,
             "pin_memory": self._pin_memory(),
             "persistent_workers": self.num_workers > 0,
+            "collate_fn": self.collate_fn,
             # the loader's own generator: iterating never consumes the global random state
             "generator": torch.Generator().manual_seed(self.seed or 0),
         }

@@ -53,6 +53,7 @@ from sigmoidf1.utils.logging import get_logger
 log = get_logger(__name__)
 
 FORMAT_VERSION = 1  # bump when the cached content changes meaning
+Collate = Callable[[list[Any]], Any]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -133,9 +134,14 @@ class FrozenEncoder:
         return self.cache_dir / f"{split}-{digest.hexdigest()[:24]}.pt"
 
     def encode_split(
-        self, split: str, dataset: Dataset, backbone_inputs: dict[str, Any]
+        self,
+        split: str,
+        dataset: Dataset,
+        backbone_inputs: dict[str, Any],
+        collate_fn: Collate | None = None,
     ) -> EncodedSplit:
-        """``dataset`` (items ``(inputs, target)``) as cached features with the same targets."""
+        """``dataset`` (items ``(inputs, target)``, batched by ``collate_fn``) as cached features
+        with the same targets."""
         encoder = self.build(backbone_inputs)
         if getattr(dataset, "augment", False):
             dataset.augment = False  # cached features are drawn once: encode the images as they are
@@ -145,7 +151,9 @@ class FrozenEncoder:
             log.info(f"{split} features: reused {tuple(features.shape)} from {path}")
         else:
             start = time.perf_counter()
-            features = self.encode(encoder, dataset, f"encoding {split}", with_targets=True)
+            features = self.encode(
+                encoder, dataset, f"encoding {split}", collate_fn, with_targets=True
+            )
             seconds = time.perf_counter() - start
             where = f", cached at {path}" if path is not None else ""
             log.info(
@@ -157,16 +165,24 @@ class FrozenEncoder:
 
     @torch.inference_mode()
     def encode(
-        self, encoder: nn.Module, dataset: Dataset, description: str, with_targets: bool = False
+        self,
+        encoder: nn.Module,
+        dataset: Dataset,
+        description: str,
+        collate_fn: Collate | None = None,
+        with_targets: bool = False,
     ) -> Tensor:
         """Features ``[len(dataset), encoder.out_features]`` (``dtype``, on the CPU) of the inputs
-        of every item (``(inputs, target)`` when ``with_targets``, else ``inputs``).
+        of every item (``(inputs, target)`` when ``with_targets``, else ``inputs``), batched by
+        ``collate_fn`` (the DataModule's).
 
         Texts are encoded shortest first (less padding per batch), then put back in order.
         """
         encoder.to(self.device)
         order = encoding_order(dataset)
-        loader = DataLoader(dataset, batch_size=self.batch_size, sampler=order.tolist())
+        loader = DataLoader(
+            dataset, batch_size=self.batch_size, sampler=order.tolist(), collate_fn=collate_fn
+        )
         chunks = []
         for batch in _progress(loader, len(dataset), description):
             inputs = batch[0] if with_targets else batch
@@ -176,10 +192,15 @@ class FrozenEncoder:
         encoder.cpu()  # the encoder does not occupy the GPU while the head trains
         return features
 
-    def encode_inputs(self, dataset: Dataset, backbone_inputs: dict[str, Any]) -> EncodedSplit:
+    def encode_inputs(
+        self,
+        dataset: Dataset,
+        backbone_inputs: dict[str, Any],
+        collate_fn: Collate | None = None,
+    ) -> EncodedSplit:
         """New inputs (prediction: items are ``inputs``, no targets) as features, not cached."""
         encoder = self.build(backbone_inputs)
-        return EncodedSplit(self.encode(encoder, dataset, "encoding inputs"))
+        return EncodedSplit(self.encode(encoder, dataset, "encoding inputs", collate_fn))
 
 
 def encoder_digest(factory: Callable[..., nn.Module], encoder: nn.Module) -> str:

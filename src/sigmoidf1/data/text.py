@@ -6,9 +6,11 @@ encoder without the training data. ``encode_cached`` tokenises a corpus once and
 under the data directory, keyed by a hash of the texts and the encoder.
 
 ``TokenizedTexts`` holds a ragged corpus (one flat id tensor plus offsets) and yields
-``inputs = {"input_ids": LongTensor [T], "attention_mask": LongTensor [T]}`` per example. A batch is
-padded to its longest example (at most ``max_length`` tokens): ``__getitems__`` pads the examples of
-a batch together, so PyTorch's default collation stacks them into ``[batch, T]`` tensors.
+``inputs = {"input_ids": LongTensor [T_i], "attention_mask": LongTensor [T_i]}`` per example
+(``T_i`` at most ``max_length`` tokens). ``pad_token_batch``, the collate function of the text
+loaders, pads a batch to its longest example and stacks it into ``[batch, T]`` tensors. Padding is
+the loader's job, not the dataset's, so that any dataset of such items (a ``Subset``, a
+``ConcatDataset`` of requests) batches correctly.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.files import atomic_write, atomic_write_text
@@ -250,21 +252,28 @@ class TokenizedTexts(Dataset):
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def _padded(self, indices: Sequence[int]) -> list[Any]:
-        spans = [(int(self.offsets[i]), int(self.offsets[i + 1])) for i in indices]
-        width = max(end - start for start, end in spans)
-        items = []
-        for i, (start, end) in zip(indices, spans, strict=True):
-            input_ids = torch.full((width,), self.pad_id, dtype=torch.int64)
-            input_ids[: end - start] = self.ids[start:end]
-            mask = torch.zeros(width, dtype=torch.int64)
-            mask[: end - start] = 1
-            inputs = {"input_ids": input_ids, "attention_mask": mask}
-            items.append(inputs if self.targets is None else (inputs, self.targets[i]))
-        return items
-
     def __getitem__(self, index: int) -> Any:
-        return self._padded([index])[0]
+        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        input_ids = self.ids[start:end].to(torch.int64)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        return inputs if self.targets is None else (inputs, self.targets[index])
 
-    def __getitems__(self, indices: list[int]) -> list[Any]:
-        return self._padded(indices)
+
+def pad_token_batch(items: list[Any], pad_id: int) -> Any:
+    """Collate ``TokenizedTexts`` items (``inputs`` or ``(inputs, target)``) into a batch whose
+    ``input_ids`` and ``attention_mask`` are ``[batch, T]``, ``T`` the longest text of the batch:
+    ids padded with ``pad_id``, the mask with 0. Items whose inputs are not token dicts (the
+    features of a frozen encoder) are collated by ``default_collate``."""
+    with_targets = isinstance(items[0], tuple)
+    inputs = [item[0] for item in items] if with_targets else items
+    if not (isinstance(inputs[0], dict) and "input_ids" in inputs[0]):
+        return default_collate(items)
+    width = max(len(example["input_ids"]) for example in inputs)
+    ids = torch.full((len(inputs), width), pad_id, dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    for row, example in enumerate(inputs):
+        length = len(example["input_ids"])
+        ids[row, :length] = example["input_ids"]
+        mask[row, :length] = example["attention_mask"]
+    batch = {"input_ids": ids, "attention_mask": mask}
+    return (batch, default_collate([item[1] for item in items])) if with_targets else batch

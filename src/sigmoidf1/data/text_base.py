@@ -12,7 +12,8 @@ Batches are ``(inputs, targets)`` with ``inputs = {"input_ids": LongTensor [batc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from sigmoidf1.data.text import (
     WordVocabulary,
     encode_cached,
     encoder_from_state,
+    pad_token_batch,
 )
 from sigmoidf1.utils.errors import DataError
 from sigmoidf1.utils.logging import get_logger
@@ -77,6 +79,13 @@ class TextDataModule(MultilabelDataModule):
         self.lowercase = lowercase
         self.text_column = text_column
         self.encoder: TextEncoder | None = None
+
+    @property
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """Pads each batch of texts to its longest (``pad_token_batch``)."""
+        if self.encoder is None:
+            return None
+        return functools.partial(pad_token_batch, pad_id=self.encoder.pad_id)
 
     @property
     def cache_dir(self) -> Path | None:

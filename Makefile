@@ -5,13 +5,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,wandb,text,loggers,sweeps,cluster,export,serve
+EXTRAS ?= template,dev,wandb,text,loggers,sweeps,cluster,export,serve
 # Extra Hydra overrides for `make train`, e.g. `make train ARGS="loss=bce trainer.max_epochs=5"`.
 ARGS ?=
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-fast lint format bench clean
+# The core alone (losses, metrics, threshold search) in an environment of its own: torch,
+# torchmetrics and the test tools, no Lightning, no Hydra.
+CORE_VENV := .venv-core
+
+.PHONY: install train test test-fast test-core lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,13 +36,20 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+test-core:
+	test -x $(CORE_VENV)/bin/python || $(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CORE_VENV)/bin/python -m pip install --quiet "torch==2.14.1"
+	$(CORE_VENV)/bin/python -m pip install --quiet ".[test]"
+	$(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/core $(PYTEST_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks examples
+	$(BIN)/ruff check --fix src tests benchmarks examples
 
 # losses: seconds; throughput: minutes; loss_comparison: hours on 2 cores (resumable, skips recorded runs)
 bench: $(STAMP)
@@ -47,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loss_comparison.py
 
 clean:
-	rm -rf logs/train logs/eval logs/predict .pytest_cache .ruff_cache
+	rm -rf logs/train logs/eval logs/predict .pytest_cache .ruff_cache $(CORE_VENV)

@@ -1,4 +1,8 @@
-"""Shared fixtures: run the real CLI in a subprocess, with every output under a temporary folder."""
+"""Shared fixtures: run the real CLI in a subprocess, with every output under a temporary folder.
+
+Hydra and OmegaConf are imported where they are used: the core's tests (tests/core/) run in an
+environment with torch and torchmetrics alone.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -42,6 +46,11 @@ DESIGN_TEST_METRICS = {f"test/{name}" for name in DESIGN_NAMES}
 
 def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
     """Compose like the CLI does, with a fake runtime so that `${hydra:...}` resolves."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(
@@ -120,6 +129,7 @@ def workdir(tmp_path: Path) -> Path:
 def cli(workdir, monkeypatch, capsys):
     """``cli("train", *overrides)``: run an entry point's ``main()`` in this process; returns a
     ``CompletedProcess`` with the exit code and the captured output, like ``run_cli``."""
+    from hydra.core.global_hydra import GlobalHydra
 
     def run(module: str, *overrides: str) -> subprocess.CompletedProcess:
         main = importlib.import_module(f"sigmoidf1.{module}").main

@@ -183,3 +183,21 @@ def test_the_epoch_loss_is_the_mean_over_examples_of_the_batch_losses():
     model._loss_updates["train"].flush()
     expected = (16 * losses[0] + 4 * losses[1]) / 20
     torch.testing.assert_close(model.train_loss.compute(), expected)
+
+
+def test_the_module_builds_the_large_set_with_psp_and_can_skip_training_metrics():
+    names = [f"l{i}" for i in range(12)]
+    metrics = {"large_labels": 10, "top_k": [1, 2], "train": False}
+    model = small_model(
+        label_names=names, metrics=metrics, train_label_counts=[3] * 12, train_size=40
+    )
+    assert "psp_at_2" in model.val_metrics and "map_macro" not in model.test_metrics
+    assert not model.train_metrics_on
+    batch = (torch.randn(6, 5), (torch.rand(6, 12) < 0.3).float())
+    model._is_logging_step = lambda: False  # no trainer attached: no step logging
+    model._step(batch, "train")
+    model._step(batch, "val")
+    assert model._metric_updates["train"]._elements == 0
+    assert model._metric_updates["val"]._elements == 6 * 12
+    # the options and counts travel with the hyperparameters (a checkpoint rebuilds the same)
+    assert model.hparams.metrics == metrics and model.hparams.train_size == 40

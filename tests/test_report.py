@@ -15,7 +15,7 @@ from sigmoidf1.callbacks.report import (
     label_count_table,
     per_label_stats,
 )
-from sigmoidf1.utils.distributed import join_ranks
+from sigmoidf1.distributed import join_ranks
 from tests.conftest import QUIET, run_cli, run_dir_from_output
 from tests.helpers import assert_rows_match, read_csv, reference_rows
 

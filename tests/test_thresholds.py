@@ -1,4 +1,5 @@
-"""Threshold tuning: the exact F1 search, the callback inside a real fit/test, and the CLI path."""
+"""``ThresholdTuning``: the callback inside a real fit/test, its config, and the CLI path (the
+search itself is tested in tests/core/test_thresholds.py)."""
 
 from __future__ import annotations
 
@@ -12,174 +13,14 @@ import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sigmoidf1.callbacks.thresholds import (
-    ThresholdTuning,
-    best_f1_thresholds,
-    best_micro_f1_threshold,
-    f1_scores,
-)
+from sigmoidf1.callbacks.thresholds import ThresholdTuning
 from sigmoidf1.data import YeastDataModule
+from sigmoidf1.distributed import gather_rows
 from sigmoidf1.module import MultilabelClassifier
-from sigmoidf1.utils.distributed import gather_rows
-from tests.conftest import QUIET, read_json, run_cli, run_dir_from_output
-
-
-def brute_force_f1(scores: torch.Tensor, targets: torch.Tensor) -> float:
-    """Best F1 of ``scores >= c`` over every candidate c (each distinct score, and above all)."""
-    best = 0.0
-    for c in [*torch.unique(scores).tolist(), float("inf")]:
-        predicted = scores >= c
-        tp = (predicted & (targets == 1)).sum().item()
-        denominator = predicted.sum().item() + targets.sum().item()
-        best = max(best, 2 * tp / denominator if denominator else 0.0)
-    return best
-
-
-# the exact per-label search, without the safeguards of the default strategy
-EXACT = {"mode": "per_label", "min_positives": 0, "shrinkage": 0.0, "guard": False}
-
-
-def tied_scores(seed: int, n: int = 60, labels: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rounded scores (many ties), label rates from 2% to 60%, label 3 without positives."""
-    generator = torch.Generator().manual_seed(seed)
-    scores = (torch.randn(n, labels, generator=generator) * 2).round(decimals=1)
-    rates = torch.linspace(0.02, 0.6, labels)
-    targets = (torch.rand(n, labels, generator=generator) < rates).float()
-    targets[:, 3] = 0
-    return scores, targets
-
-
-def f1_at(scores: torch.Tensor, targets: torch.Tensor, threshold: float) -> float:
-    predicted = scores >= threshold
-    tp = (predicted & (targets == 1)).sum().item()
-    denominator = predicted.sum().item() + targets.sum().item()
-    return 2 * tp / denominator if denominator else 0.0
-
-
-# --- the search ---------------------------------------------------------------------------------
-def test_hand_built_cases():
-    # top 3 predicted: F1 = 2*2 / (3 + 2) = 0.8 beats top 1 (0.667); cut between 0.7 and 0.1
-    scores = torch.tensor([[0.9], [0.8], [0.7], [0.1]])
-    targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
-    thresholds, f1, has_positive = best_f1_thresholds(scores, targets)
-    assert thresholds.item() == pytest.approx(0.4) and f1.item() == pytest.approx(0.8)
-    assert has_positive.item()
-
-    # tied scores go together: the positive cannot be split from the tied negative
-    scores = torch.tensor([[1.0], [1.0], [0.0]])
-    targets = torch.tensor([[1.0], [0.0], [0.0]])
-    thresholds, f1, _ = best_f1_thresholds(scores, targets)
-    assert f1.item() == pytest.approx(2 / 3) and thresholds.item() == pytest.approx(0.5)
-
-    # everything positive: the threshold falls below the lowest score
-    scores = torch.tensor([[2.0], [-3.0]])
-    thresholds, f1, _ = best_f1_thresholds(scores, torch.ones(2, 1))
-    assert f1.item() == 1.0 and thresholds.item() < -3.0
-
-
-def test_label_without_positives_keeps_the_fallback():
-    scores = torch.randn(20, 3)
-    targets = torch.zeros(20, 3)
-    targets[:5, 0] = 1
-    thresholds, f1, has_positive = best_f1_thresholds(scores, targets, fallback=0.25)
-    assert has_positive.tolist() == [True, False, False]
-    assert thresholds[1:].tolist() == [0.25, 0.25] and f1[1:].tolist() == [0.0, 0.0]
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_search_matches_brute_force(seed):
-    scores, targets = tied_scores(seed)
-    thresholds, f1, has_positive = best_f1_thresholds(scores, targets)
-    for label in range(scores.shape[1]):
-        expected = brute_force_f1(scores[:, label], targets[:, label])
-        assert f1[label].item() == pytest.approx(expected, abs=1e-12)
-        # the returned threshold achieves it
-        achieved = f1_at(scores[:, label], targets[:, label], thresholds[label].item())
-        assert achieved == pytest.approx(expected, abs=1e-12)
-    assert has_positive[3].item() is False
-
-
-@pytest.mark.parametrize("chunk_labels", [1, 3, 7, 100])
-def test_chunked_search_equals_unchunked_exactly(chunk_labels):
-    scores, targets = tied_scores(0, n=80, labels=23)
-    whole = best_f1_thresholds(scores, targets, fallback=0.3, chunk_labels=None)
-    chunked = best_f1_thresholds(scores, targets, fallback=0.3, chunk_labels=chunk_labels)
-    for expected, got in zip(whole, chunked, strict=True):
-        assert torch.equal(expected, got)
-
-
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("chunk_labels", [1, 2, None])
-def test_micro_search_equals_the_search_on_pooled_scores(seed, chunk_labels):
-    scores, targets = tied_scores(seed, n=40, labels=5)
-    if seed == 5:  # every score positive-worthy: the threshold falls below the lowest score
-        targets = torch.ones_like(targets)
-    expected, expected_f1, _ = best_f1_thresholds(
-        scores.reshape(-1, 1), targets.reshape(-1, 1), chunk_labels=None
-    )
-    threshold, f1, positives = best_micro_f1_threshold(scores, targets, chunk_labels=chunk_labels)
-    assert torch.equal(threshold, expected[0]) and torch.equal(f1, expected_f1[0])
-    assert positives.item() == targets.sum().item()
-    assert f1.item() == pytest.approx(
-        brute_force_f1(scores.flatten(), targets.flatten()), abs=1e-12
-    )
-
-
-def test_micro_search_without_positives_keeps_the_fallback():
-    threshold, f1, positives = best_micro_f1_threshold(
-        torch.randn(6, 3), torch.zeros(6, 3), fallback=0.25
-    )
-    assert (threshold.item(), f1.item(), positives.item()) == (0.25, 0.0, 0)
-
-
-def test_fixed_mode_keeps_the_model_threshold():
-    scores, targets = tied_scores(0)
-    tuned = ThresholdTuning(mode="fixed").tune(scores, targets, fixed=0.3)
-    assert torch.equal(tuned, torch.full((scores.shape[1],), 0.3))
-
-
-def test_global_mode_maximises_pooled_micro_f1():
-    generator = torch.Generator().manual_seed(3)
-    logits = (torch.randn(50, 5, generator=generator) * 3).round(decimals=1) - 1
-    targets = (torch.rand(50, 5, generator=generator) < 0.3).float()
-    tuned = ThresholdTuning(mode="global", max_abs_logit=100).tune(logits, targets, fixed=0.5)
-    assert torch.all(tuned == tuned[0])
-    micro, _ = f1_scores(logits >= torch.logit(tuned), targets)
-    assert micro.item() == pytest.approx(
-        brute_force_f1(logits.flatten(), targets.flatten()), abs=1e-6
-    )
-
-
-def test_per_label_tuning_beats_or_equals_the_fixed_threshold_on_its_data():
-    generator = torch.Generator().manual_seed(1)
-    targets = (torch.rand(200, 6, generator=generator) < 0.2).float()
-    logits = 2 * targets + torch.randn(200, 6, generator=generator) - 2.5  # biased low
-    tuned = ThresholdTuning(**EXACT).tune(logits, targets, fixed=0.5)
-    _, macro_fixed = f1_scores(logits >= 0, targets)
-    _, macro_tuned = f1_scores(logits >= torch.logit(tuned), targets)
-    assert macro_tuned > macro_fixed + 0.1
-
-
-def test_bad_inputs_fail_with_a_message():
-    with pytest.raises(ValueError, match="mode must be one of"):
-        ThresholdTuning(mode="per_class")
-    with pytest.raises(ValueError, match="min_positives"):
-        ThresholdTuning(min_positives=-1)
-    with pytest.raises(ValueError, match="shrinkage"):
-        ThresholdTuning(shrinkage=-0.5)
-    with pytest.raises(ValueError, match="chunk_labels"):
-        ThresholdTuning(chunk_labels=0)
-    with pytest.raises(ValueError, match="chunk_labels"):
-        best_f1_thresholds(torch.zeros(4, 2), torch.zeros(4, 2), chunk_labels=0)
-    with pytest.raises(ValueError, match=r"\[N, L\]"):
-        best_f1_thresholds(torch.zeros(4, 2), torch.zeros(4, 3))
-    with pytest.raises(ValueError, match="NaN"):
-        best_f1_thresholds(torch.tensor([[float("nan")]]), torch.ones(1, 1))
-    with pytest.raises(ValueError, match="no examples"):
-        best_f1_thresholds(torch.zeros(0, 2), torch.zeros(0, 2))
-
+from tests.conftest import QUIET, compose_train, read_json, run_cli, run_dir_from_output
 
 # --- the callback in a real fit / test ------------------------------------------------------------
 MLP = {
@@ -293,7 +134,11 @@ def test_callback_needs_logits_from_the_steps(tmp_path):
 
 # --- DDP: every rank gathers every rank's rows and picks the same thresholds ----------------------
 # the default strategy, the exact per-label search and the global threshold
-DDP_STRATEGIES = [{}, EXACT, {"mode": "global"}]
+DDP_STRATEGIES = [
+    {},
+    {"mode": "per_label", "min_positives": 0, "shrinkage": 0.0, "guard": False},
+    {"mode": "global"},
+]
 
 
 def _rank_rows(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,3 +214,28 @@ def test_cli_tuned_run_and_eval_use_the_stored_thresholds(workdir):
     )
     eval_metrics = read_json(run_dir_from_output(evaluation) / "test_metrics.json")
     assert eval_metrics["test/f1_macro"] == pytest.approx(metrics["test/f1_macro"], abs=1e-6)
+
+
+# --- options and the tuned config ---------------------------------------------------------------
+def test_the_callback_checks_its_options_when_built():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ThresholdTuning(mode="per_class")
+    with pytest.raises(ValueError, match="shrinkage"):
+        ThresholdTuning(shrinkage=-0.5)
+
+
+def test_tuned_config_instantiates_and_its_strategy_keys_reach_the_callback(tmp_path: Path):
+    cfg = compose_train(["callbacks=tuned"], tmp_path)
+    assert isinstance(instantiate(cfg.callbacks.threshold_tuning), ThresholdTuning)
+
+    cfg = compose_train(
+        [
+            "callbacks=tuned",
+            "callbacks.threshold_tuning.mode=global",
+            "callbacks.threshold_tuning.min_positives=3",
+            "callbacks.threshold_tuning.shrinkage=0",
+        ],
+        tmp_path,
+    )
+    callback = instantiate(cfg.callbacks.threshold_tuning)
+    assert (callback.mode, callback.min_positives, callback.shrinkage) == ("global", 3, 0.0)

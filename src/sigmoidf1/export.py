@@ -6,6 +6,10 @@ JSON beside it with the label names, thresholds and preprocessing (see ``sigmoid
 
 from __future__ import annotations
 
+from sigmoidf1.extras import require_template
+
+require_template("sigmoidf1-export")  # one line saying what to install, not an ImportError
+
 import hydra
 from omegaconf import DictConfig
 

@@ -6,6 +6,10 @@ label names, preprocessing and per-label thresholds stored in the checkpoint.
 
 from __future__ import annotations
 
+from sigmoidf1.extras import require_template
+
+require_template("sigmoidf1-predict")  # one line saying what to install, not an ImportError
+
 import hydra
 from omegaconf import DictConfig
 

@@ -8,6 +8,10 @@ answers ``{"predictions": [{"labels": [...], "scores": {label: probability}}, ..
 
 from __future__ import annotations
 
+from sigmoidf1.extras import require_template
+
+require_template("sigmoidf1-serve")  # one line saying what to install, not an ImportError
+
 import importlib.util
 
 import hydra

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from sigmoidf1.extras import require_template
+
+require_template("sigmoidf1-train")  # one line saying what to install, not an ImportError
+
 import hydra
 from omegaconf import DictConfig
 

@@ -16,8 +16,15 @@ class                    config             inputs
 ``EfficientNetLite``     (``encoder=``)     float ``[batch, in_channels, H, W]``
 =======================  =================  ===================================================
 
-(config: ``model/backbone=<option>``.) To add one: a module here exposing ``out_features``, its
-``__init__`` taking the data facts it needs by name, and ``configs/model/backbone/<name>.yaml``.
+(config: ``model/backbone=<option>``.) To add one: a module here and
+``configs/model/backbone/<name>.yaml`` (``_target_`` the class, ``_partial_: true``). **What a
+backbone must do** (``pytest tests/test_contracts.py`` checks every config of the group):
+
+1. take the data facts it needs by name in ``__init__`` (``in_features``, ``in_channels``,
+   ``vocab_size`` / ``padding_idx``: what the DataModules put in ``backbone_inputs``); every other
+   argument has a default or a value in its config;
+2. expose ``out_features`` (an int) and map a batch's inputs to float features
+   ``[batch, out_features]``, finite and differentiable (the template adds the linear head).
 """
 
 from sigmoidf1.backbones.build import build_backbone

@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from sigmoidf1.keywords import accepted_keywords, missing_keywords
+
 
 def _target_name(factory: Callable[..., Any]) -> str:
     target = factory.func if isinstance(factory, functools.partial) else factory
     return getattr(target, "__name__", repr(target))
-
-
-def _missing_required(factory: Callable[..., Any], given: set[str]) -> list[str]:
-    """Required parameters of ``factory`` that neither the config nor the data provide."""
-    target = factory.func if isinstance(factory, functools.partial) else factory
-    preset = set(factory.keywords) if isinstance(factory, functools.partial) else set()
-    return [
-        p.name
-        for p in inspect.signature(target).parameters.values()
-        if p.default is inspect.Parameter.empty
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        and p.name not in given | preset
-    ]
-
-
-def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
-    """Keyword names ``factory`` takes; ``None`` when it takes ``**kwargs`` (accepts any)."""
-    target = factory.func if isinstance(factory, functools.partial) else factory
-    parameters = inspect.signature(target).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return {p.name for p in parameters}
 
 
 def build_backbone(factory: Callable[..., nn.Module], inputs: dict[str, Any]) -> nn.Module:
@@ -43,14 +22,14 @@ def build_backbone(factory: Callable[..., nn.Module], inputs: dict[str, Any]) ->
     Raises ``TypeError`` when a required argument is missing (naming it and what the data provides,
     e.g. an image backbone on text data) or the result has no integer ``out_features`` attribute.
     """
-    accepted = _accepted_keywords(factory)
+    accepted = accepted_keywords(factory)
     preset = factory.keywords if isinstance(factory, functools.partial) else {}
     kwargs = {
         key: value
         for key, value in inputs.items()
         if (accepted is None or key in accepted) and key not in preset
     }
-    missing = _missing_required(factory, set(kwargs))
+    missing = missing_keywords(factory, kwargs)
     if missing:
         raise TypeError(
             f"backbone {_target_name(factory)} needs {', '.join(missing)}, which neither its "

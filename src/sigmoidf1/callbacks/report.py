@@ -66,7 +66,8 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from sigmoidf1.utils.distributed import gather_rows
+from sigmoidf1.distributed import gather_rows
+from sigmoidf1.metrics import Counts, average_precision_per_label, confusion_counts
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -151,42 +152,6 @@ class PerLabelStats:
         ]
 
 
-def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """``numerator / denominator`` with 0 where the denominator is 0."""
-    return torch.where(denominator > 0, numerator / denominator.clamp_min(1), 0.0)
-
-
-def average_precision_per_label(
-    probabilities: Tensor, targets: Tensor, chunk_labels: int = 256
-) -> Tensor:
-    """Exact average precision of every column, float64 ``[L]``; 0 for a column without positives.
-
-    ``AP = sum_n (R_n - R_(n-1)) P_n`` over the distinct scores ``n`` taken as thresholds, from
-    the highest (scikit-learn's ``average_precision_score``). Sorting a column once gives it: a
-    positive adds ``1 / positives`` of recall at the precision of the last example tied with its
-    score. Vectorised over ``chunk_labels`` columns at a time (extra memory about
-    ``40 * N * chunk_labels`` bytes), instead of one curve per label.
-    """
-    parts = []
-    for start in range(0, probabilities.shape[1], chunk_labels):
-        scores = probabilities[:, start : start + chunk_labels]
-        sorted_scores, order = torch.sort(scores, dim=0, descending=True)
-        hits = targets[:, start : start + chunk_labels].gather(0, order).double()
-        del order
-        rows = torch.arange(1, scores.shape[0] + 1, dtype=torch.float64).unsqueeze(1)
-        precision = hits.cumsum(0) / rows
-        # the last row of each run of equal scores, for every row (a reversed running minimum)
-        last_of_tie = torch.full(scores.shape, scores.shape[0] - 1, dtype=torch.long)
-        ends = torch.ones(scores.shape, dtype=torch.bool)
-        ends[:-1] = sorted_scores[:-1] != sorted_scores[1:]
-        last_of_tie = torch.where(ends, rows.long() - 1, last_of_tie)
-        last_of_tie = last_of_tie.flip(0).cummin(0).values.flip(0)
-        positives = hits.sum(0)
-        total = (hits * precision.gather(0, last_of_tie)).sum(0)
-        parts.append(torch.where(positives > 0, total / positives.clamp_min(1), 0.0))
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
-
-
 def per_label_stats(
     probabilities: Tensor,
     decisions: Tensor,
@@ -208,22 +173,18 @@ def per_label_stats(
         raise ValueError(
             f"expected probabilities of shape [N, {num_labels}], got {tuple(probabilities.shape)}"
         )
-    truth = targets.bool()
-    d = decisions.bool()
-    tp = (d & truth).sum(0).double()
-    fp = (d & ~truth).sum(0).double()
-    fn = (~d & truth).sum(0).double()
-    ap = average_precision_per_label(probabilities.float(), truth)
+    counts = confusion_counts(decisions.bool(), targets.bool())
+    ap = average_precision_per_label(probabilities.float(), targets.bool())
     return PerLabelStats(
         label_names=list(label_names),
-        support=truth.sum(0).numpy(),
-        predicted=d.sum(0).numpy(),
-        tp=tp.long().numpy(),
-        fp=fp.long().numpy(),
-        fn=fn.long().numpy(),
-        precision=_ratio(tp, tp + fp).numpy(),
-        recall=_ratio(tp, tp + fn).numpy(),
-        f1=_ratio(2 * tp, 2 * tp + fp + fn).numpy(),
+        support=counts.support.long().numpy(),
+        predicted=counts.predicted.long().numpy(),
+        tp=counts.tp.long().numpy(),
+        fp=counts.fp.long().numpy(),
+        fn=counts.fn.long().numpy(),
+        precision=counts.precision.numpy(),
+        recall=counts.recall.numpy(),
+        f1=counts.f1.numpy(),
         average_precision=ap.numpy(),
         threshold=thresholds.double().cpu().numpy(),
     )
@@ -265,7 +226,12 @@ def frequency_buckets(stats: PerLabelStats) -> list[list[Any]]:
         inside = (stats.support >= low) & (stats.support < high)
         if not inside.any():
             continue
-        tp, fp, fn = (stats.tp[inside].sum(), stats.fp[inside].sum(), stats.fn[inside].sum())
+        pooled = Counts(
+            *(
+                torch.as_tensor(c[inside], dtype=torch.float64)
+                for c in (stats.tp, stats.fp, stats.fn)
+            )
+        ).pooled()
         rows.append(
             [
                 low,
@@ -276,7 +242,7 @@ def frequency_buckets(stats: PerLabelStats) -> list[list[Any]]:
                 float(stats.precision[inside].mean()),
                 float(stats.recall[inside].mean()),
                 float(stats.average_precision[inside].mean()),
-                float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else 0.0,
+                float(pooled.f1),
             ]
         )
     return rows

@@ -33,6 +33,14 @@ on when CUDA is available) and persistent workers whenever ``num_workers > 0``.
 loading, each split's inputs are encoded once by a frozen pretrained encoder (cached on disk); the
 splits then yield ``(features [dim], target)`` and ``backbone_inputs = {"in_features": dim}``.
 
+**What a DataModule must do** (``pytest tests/test_contracts.py`` checks every config of
+``configs/data/`` whose data is on the machine): subclass ``MultilabelDataModule`` and implement
+``_load``, which sets three non-empty splits whose items are ``(inputs, target)`` with ``target`` a
+float tensor of 0/1 per label, ``label_names`` (a list of str, one per target column) and
+``backbone_inputs``; ``backbone_inputs`` and ``state_dict()`` hold plain data only (str, numbers,
+lists, dicts), and ``state_dict()`` extends the base class's. Override ``collate_fn`` when items
+need more than stacking, and ``predict_dataset`` for ``sigmoidf1-predict``.
+
 On one process the training loader is a ``ResumableDataLoader``: its order depends only on
 ``(seed, epoch)`` and a run resumed from a mid-epoch checkpoint skips the batches it already
 trained on.

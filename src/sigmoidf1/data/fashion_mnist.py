@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch.utils.data import Dataset
 from sigmoidf1.data.images import ImageDataModule, ImagePreprocessing
 from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.files import atomic_write
+from sigmoidf1.utils.hashing import tensor_bytes
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -184,6 +186,11 @@ class ArrayImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.pixels)
+
+    def fingerprint(self) -> Iterator[bytes]:
+        """What a frozen encoder sees: the pixels and their normalisation (feature cache keys)."""
+        yield json.dumps({"arrays": self.preprocessing.state()}, sort_keys=True).encode()
+        yield tensor_bytes(self.pixels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image = self.preprocessing.normalise(self.pixels[index][None])

@@ -16,9 +16,12 @@ atomically. ``key`` is a SHA-256 digest of
 - the encoder: its config (class and options) and its weights, so another checkpoint, pooling or
   image size is another key;
 - the split's inputs as the encoder sees them, which covers the dataset, the split and the
-  preprocessing: token ids (texts, tokenizer and ``max_length``), pixels and normalisation
-  (in-memory images), or file paths, sizes and modification times with the preprocessing (image
-  files); any other dataset is hashed item by item.
+  preprocessing. A dataset states what that is made of with a ``fingerprint()`` method yielding
+  byte chunks (token ids with the padding id for texts; pixels and normalisation for in-memory
+  images; file paths, sizes and modification times with the preprocessing for image files); a
+  dataset without one is hashed item by item (slower: every item is read). A dataset with a
+  ``lengths()`` method (``[n]`` item lengths) is encoded shortest first, so that each batch pads
+  little.
 
 A change to any of them is a cache miss; stale files are left in place (delete the folder to
 reclaim the space). The log says, per split, whether the features were computed or reused.
@@ -43,11 +46,9 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from sigmoidf1.data.fashion_mnist import ArrayImages
-from sigmoidf1.data.images import ImageFiles
-from sigmoidf1.data.text import TokenizedTexts
 from sigmoidf1.utils.errors import ConfigError
 from sigmoidf1.utils.files import atomic_write
+from sigmoidf1.utils.hashing import tensor_bytes
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -208,7 +209,7 @@ def encoder_digest(factory: Callable[..., nn.Module], encoder: nn.Module) -> str
     digest = hashlib.sha256(json.dumps(describe_factory(factory), sort_keys=True).encode())
     for name, tensor in encoder.state_dict().items():
         digest.update(name.encode())
-        digest.update(_tensor_bytes(tensor))
+        digest.update(tensor_bytes(tensor))
     return digest.hexdigest()
 
 
@@ -225,25 +226,18 @@ def describe_factory(factory: Callable[..., Any]) -> dict[str, Any]:
 
 
 def inputs_fingerprint(dataset: Dataset) -> Iterator[bytes]:
-    """Byte chunks that identify what the encoder would see for each item of ``dataset``."""
-    if isinstance(dataset, TokenizedTexts):
-        yield f"tokens:{dataset.pad_id}:".encode()
-        yield _tensor_bytes(dataset.ids)
-        yield _tensor_bytes(dataset.offsets)
-    elif isinstance(dataset, ArrayImages):
-        yield json.dumps({"arrays": dataset.preprocessing.state()}, sort_keys=True).encode()
-        yield _tensor_bytes(dataset.pixels)
-    elif isinstance(dataset, ImageFiles):
-        yield json.dumps({"files": dataset.preprocessing.state()}, sort_keys=True).encode()
-        for path in dataset.paths:
-            stat = Path(path).stat()
-            yield f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode()
-    else:  # any other dataset: its inputs, item by item
-        for index in range(len(dataset)):
-            item = dataset[index]
-            inputs = item[0] if isinstance(item, tuple) else item
-            for tensor in _tensors(inputs):
-                yield _tensor_bytes(tensor)
+    """Byte chunks that identify what the encoder would see for each item of ``dataset``: the
+    dataset's own ``fingerprint()`` where it has one (see the module docstring), else its inputs
+    item by item."""
+    fingerprint = getattr(dataset, "fingerprint", None)
+    if fingerprint is not None:
+        yield from fingerprint()
+        return
+    for index in range(len(dataset)):
+        item = dataset[index]
+        inputs = item[0] if isinstance(item, tuple) else item
+        for tensor in _tensors(inputs):
+            yield tensor_bytes(tensor)
 
 
 def split_targets(dataset: Dataset) -> Tensor | Dataset:
@@ -255,10 +249,11 @@ def split_targets(dataset: Dataset) -> Tensor | Dataset:
 
 
 def encoding_order(dataset: Dataset) -> Tensor:
-    """The order to encode items in: shortest text first for token datasets (each batch is
-    padded to its longest text), else as they are."""
-    if isinstance(dataset, TokenizedTexts):
-        return torch.argsort(dataset.offsets.diff(), stable=True)
+    """The order to encode items in: shortest first where the dataset tells its items' lengths
+    (``lengths()``: each batch is padded to its longest item), else as they are."""
+    lengths = getattr(dataset, "lengths", None)
+    if lengths is not None:
+        return torch.argsort(lengths(), stable=True)
     return torch.arange(len(dataset))
 
 
@@ -281,12 +276,6 @@ def _tensors(value: Any) -> Iterator[Tensor]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _tensors(item)
-
-
-def _tensor_bytes(tensor: Tensor) -> bytes:
-    tensor = tensor.detach().cpu().contiguous()
-    header = f"{tensor.dtype}:{tuple(tensor.shape)}:".encode()
-    return header + tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _progress(loader: DataLoader, total: int, description: str) -> Iterator[Any]:

@@ -13,7 +13,8 @@ in checkpoints so that prediction preprocesses new images identically.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,14 @@ class ImageFiles(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def fingerprint(self) -> Iterator[bytes]:
+        """What a frozen encoder sees: each file (path, size, modification time) and the
+        preprocessing (feature cache keys); the images are not read."""
+        yield json.dumps({"files": self.preprocessing.state()}, sort_keys=True).encode()
+        for path in self.paths:
+            stat = Path(path).stat()
+            yield f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode()
 
     def __getitem__(self, index: int) -> Any:
         image = self.preprocessing(open_image(self.paths[index]))

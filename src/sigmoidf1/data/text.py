@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, default_collate
 
 from sigmoidf1.utils.errors import ConfigError, DataError
 from sigmoidf1.utils.files import atomic_write, atomic_write_text
+from sigmoidf1.utils.hashing import tensor_bytes
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.pretrained import resolve_pretrained
 
@@ -251,6 +252,16 @@ class TokenizedTexts(Dataset):
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    def fingerprint(self) -> Iterator[bytes]:
+        """What a frozen encoder sees: the token ids and the padding id (feature cache keys)."""
+        yield f"tokens:{self.pad_id}:".encode()
+        yield tensor_bytes(self.ids)
+        yield tensor_bytes(self.offsets)
+
+    def lengths(self) -> Tensor:
+        """Tokens per text ``[n]``."""
+        return self.offsets.diff()
 
     def __getitem__(self, index: int) -> Any:
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])

@@ -8,12 +8,12 @@
 Every module of this package is imported here, so a new loss is one file
 ``src/sigmoidf1/losses/my_loss.py`` with ``@register_loss("my_loss")`` on an ``nn.Module`` class
 (or factory), plus ``configs/loss/my_loss.yaml`` (``_target_: sigmoidf1.losses.get_loss``,
-``name: my_loss``, its parameters): nothing else is edited.
+``name: my_loss``, its parameters): nothing else is edited. What such a loss must do is in
+``registry.py`` (``register_loss``); ``pytest tests/core/test_loss_contract.py`` checks it.
 
-Files: ``registry.py`` (names), ``module_form.py`` (module form and presets of a functional
-loss), ``confusion.py`` (soft counts and metrics), ``family.py`` (the sigmoidF1 family),
-``baselines.py`` (bce, focal, asl, zlpr), ``two_way.py`` (two-way loss), ``validation.py``
-(checks). Counts are summed over ranks with ``sigmoidf1.utils.distributed``.
+Files: ``registry.py`` (names), ``confusion.py`` (soft counts and metrics), ``family.py`` (the
+sigmoidF1 family), ``baselines.py`` (bce, focal, asl, zlpr), ``two_way.py`` (two-way loss),
+``validation.py`` (checks). Counts are summed over ranks with ``sigmoidf1.distributed``. Torch only.
 """
 
 import importlib
@@ -38,13 +38,8 @@ from sigmoidf1.losses.family import (
     SigmoidRecallLoss,
     UnboundedF1Loss,
     sigmoid_f1_loss,
-    sigmoid_fbeta_loss,
     sigmoid_metric_loss,
-    sigmoid_precision_loss,
-    sigmoid_recall_loss,
-    unbounded_f1_loss,
 )
-from sigmoidf1.losses.module_form import FunctionalLoss
 from sigmoidf1.losses.registry import available_losses, get_loss, register_loss
 from sigmoidf1.losses.two_way import TwoWayLoss, two_way_loss
 
@@ -53,7 +48,6 @@ __all__ = [
     "AsymmetricLoss",
     "BCELoss",
     "FocalLoss",
-    "FunctionalLoss",
     "SigmoidF1Loss",
     "SigmoidFBetaLoss",
     "SigmoidMetricLoss",
@@ -70,13 +64,9 @@ __all__ = [
     "get_loss",
     "register_loss",
     "sigmoid_f1_loss",
-    "sigmoid_fbeta_loss",
     "sigmoid_metric_loss",
-    "sigmoid_precision_loss",
-    "sigmoid_recall_loss",
     "soft_counts",
     "two_way_loss",
-    "unbounded_f1_loss",
     "zlpr_loss",
 ]
 

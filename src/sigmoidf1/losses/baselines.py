@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sigmoidf1.losses.confusion import compute_dtype
-from sigmoidf1.losses.module_form import FunctionalLoss
 from sigmoidf1.losses.registry import register_loss
 from sigmoidf1.losses.validation import (
     REDUCTIONS,
@@ -141,11 +140,21 @@ def focal_loss(
 
 
 @register_loss("focal")
-class FocalLoss(FunctionalLoss):
-    """Module form of ``focal_loss``."""
+class FocalLoss(nn.Module):
+    """Module form of ``focal_loss`` (its options, checked once here)."""
 
-    function = staticmethod(focal_loss)
-    check = staticmethod(check_focal)
+    def __init__(
+        self, alpha: float | None = 0.25, gamma: float = 2.0, validate_targets: bool = False
+    ) -> None:
+        super().__init__()
+        check_focal(alpha, gamma, validate_targets)
+        self.alpha, self.gamma, self.validate_targets = alpha, gamma, validate_targets
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return focal_loss(logits, targets, self.alpha, self.gamma, self.validate_targets)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, gamma={self.gamma}"
 
 
 # --- ASL -----------------------------------------------------------------------------------------
@@ -222,11 +231,36 @@ def asymmetric_loss(
 
 
 @register_loss("asl")
-class AsymmetricLoss(FunctionalLoss):
-    """Module form of ``asymmetric_loss``."""
+class AsymmetricLoss(nn.Module):
+    """Module form of ``asymmetric_loss`` (its options, checked once here)."""
 
-    function = staticmethod(asymmetric_loss)
-    check = staticmethod(check_asl)
+    def __init__(
+        self,
+        gamma_neg: float = 4.0,
+        gamma_pos: float = 0.0,
+        clip: float = 0.05,
+        eps: float = 1e-8,
+        disable_torch_grad_focal_loss: bool = True,
+        reduction: str = "mean",
+        validate_targets: bool = False,
+    ) -> None:
+        super().__init__()
+        self.options = {
+            "gamma_neg": gamma_neg,
+            "gamma_pos": gamma_pos,
+            "clip": clip,
+            "eps": eps,
+            "disable_torch_grad_focal_loss": disable_torch_grad_focal_loss,
+            "reduction": reduction,
+            "validate_targets": validate_targets,
+        }
+        check_asl(**self.options)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return asymmetric_loss(logits, targets, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
 
 
 # --- ZLPR ----------------------------------------------------------------------------------------
@@ -258,8 +292,13 @@ def zlpr_loss(logits: Tensor, targets: Tensor, validate_targets: bool = False) -
 
 
 @register_loss("zlpr")
-class ZLPRLoss(FunctionalLoss):
+class ZLPRLoss(nn.Module):
     """Module form of ``zlpr_loss``."""
 
-    function = staticmethod(zlpr_loss)
-    check = staticmethod(check_zlpr)
+    def __init__(self, validate_targets: bool = False) -> None:
+        super().__init__()
+        check_zlpr(validate_targets)
+        self.validate_targets = validate_targets
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return zlpr_loss(logits, targets, self.validate_targets)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from sigmoidf1.utils.distributed import all_reduce_sum, should_sync
+from sigmoidf1.distributed import all_reduce_sum, should_sync
 
 
 class SoftCounts(NamedTuple):
@@ -56,7 +56,7 @@ class SoftCounts(NamedTuple):
         return SoftCounts(self.tp.sum(), self.pred.sum(), self.pos.sum(), self.n * self.tp.numel())
 
     def all_reduce(self) -> SoftCounts:
-        """Sum the counts over all ranks, with gradients (see ``sigmoidf1.utils.distributed``)."""
+        """Sum the counts over all ranks, with gradients (see ``sigmoidf1.distributed``)."""
         num_labels = self.tp.numel()
         n = torch.as_tensor(self.n, dtype=self.tp.dtype, device=self.tp.device).reshape(1)
         packed = torch.cat([self.tp, self.pred, self.pos, n])
@@ -140,7 +140,7 @@ def soft_counts(
         beta, eta: ``S(u) = sigmoid(beta * (u + eta))``.
         official_compat: apply ``S`` to ``sigmoid(u)`` instead of ``u`` (as the authors' code
             ``gabriben/metrics-as-losses`` does): ``S = sigmoid(beta * (sigmoid(u) + eta))``.
-        sync_dist: sum the counts over ranks (``None`` = auto); see ``sigmoidf1.utils.distributed``.
+        sync_dist: sum the counts over ranks (``None`` = auto); see ``sigmoidf1.distributed``.
 
     Returns:
         ``SoftCounts(tp, pred, pos, n)`` with ``[num_labels]`` tensors and ``n`` the batch size

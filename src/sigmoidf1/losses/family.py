@@ -7,8 +7,10 @@ metrics such as F1 become differentiable (``confusion.py`` computes the counts):
     sigmoidF1 = 1 - mean_over_labels( 2tp / (2tp + fn + fp + eps) )     (average="macro")
     micro:      1 - 2TP / (2TP + FN + FP + eps), with counts summed over labels first
 
-``sigmoid_metric_loss`` is the one general function; every registered member is a preset of its
-module form ``SigmoidMetricLoss`` with some arguments fixed (see ``module_form.py``)::
+``sigmoid_metric_loss`` is the one general function and ``SigmoidMetricLoss`` its module form;
+every registered member is that class with some arguments fixed (the torchmetrics
+``MultilabelF1Score(MultilabelFBetaScore)`` pattern: each preset spells out the options it keeps, so
+that a reader, an IDE and a type checker see them)::
 
     sigmoid_fbeta   SigmoidFBetaLoss      metric="fbeta"
     sigmoid_f1      SigmoidF1Loss         metric="fbeta", f_beta=1          (sigmoid_fbeta's preset)
@@ -16,19 +18,21 @@ module form ``SigmoidMetricLoss`` with some arguments fixed (see ``module_form.p
     sigmoid_precision / sigmoid_recall    metric="precision" / "recall"
     sigmoid_metric  SigmoidMetricLoss     nothing fixed; registered with metric="jaccard" by default
 
-Each preset also exists as a function (``sigmoid_f1_loss`` ...). An option added to
-``sigmoid_metric_loss`` (and ``check_options``) reaches all of them.
+``sigmoid_f1_loss`` is the paper's loss as a function. An option added to ``sigmoid_metric_loss``
+(and ``check_options``) is added to the presets' signatures too
+(``tests/core/test_losses_registry.py`` checks that they agree).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
+from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from sigmoidf1.losses.confusion import SOFT_METRICS, SoftCounts, soft_counts, soft_fbeta
-from sigmoidf1.losses.module_form import FunctionalLoss, function_of
 from sigmoidf1.losses.registry import register_loss
 from sigmoidf1.losses.validation import (
     AVERAGES,
@@ -154,15 +158,51 @@ def check_options(
     check_positive("eps", eps, "it keeps 0/0 (a label with no positives) finite")
 
 
-class SigmoidMetricLoss(FunctionalLoss):
+class SigmoidMetricLoss(nn.Module):
     """Module form of ``sigmoid_metric_loss``: ``1 - metric(soft counts)``, any metric.
 
-    ``loss(logits, targets)``, both ``[batch, num_labels]`` -> 0-d tensor; the constructor takes
-    the function's options (``metric``, ``beta``, ``eta``, ``f_beta``, ``average``, ...).
+    ``loss(logits, targets)``, both ``[batch, num_labels]`` -> 0-d tensor. The options are the
+    function's, checked here once; the presets below are this class with some of them fixed.
     """
 
-    function = staticmethod(sigmoid_metric_loss)
-    check = staticmethod(check_options)
+    def __init__(
+        self,
+        metric: str | MetricFn = "f1",
+        *,
+        beta: float = 1.0,
+        eta: float = 0.0,
+        f_beta: float = 1.0,
+        average: str = "macro",
+        official_compat: bool = False,
+        sync_dist: bool | None = None,
+        validate_targets: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.arguments = {
+            "metric": metric,
+            "beta": beta,
+            "eta": eta,
+            "f_beta": f_beta,
+            "average": average,
+            "official_compat": official_compat,
+            "sync_dist": sync_dist,
+            "validate_targets": validate_targets,
+            "eps": eps,
+        }
+        check_options(**self.arguments)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The constructor's own arguments (a preset's fixed ones left out):
+        ``type(loss)(**loss.options)`` builds the same loss."""
+        return {name: self.arguments[name] for name in inspect.signature(type(self)).parameters}
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return sigmoid_metric_loss(logits, targets, **self.arguments)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
 
 
 # `loss=sigmoid_metric` has meant soft Jaccard since it was added (its config says so)
@@ -170,35 +210,162 @@ register_loss("sigmoid_metric")(functools.partial(SigmoidMetricLoss, metric="jac
 
 
 @register_loss("sigmoid_fbeta")
-class SigmoidFBetaLoss(SigmoidMetricLoss, fixed={"metric": "fbeta"}):
+class SigmoidFBetaLoss(SigmoidMetricLoss):
     """sigmoidF-beta: ``1 - mean_l (1+f^2) tp_l / ((1+f^2) tp_l + f^2 fn_l + fp_l + eps)``,
-    ``f = f_beta`` > 0 weighs recall ``f`` times as much as precision (1 gives sigmoidF1)."""
+    ``f = f_beta`` > 0 weighs recall ``f`` times as much as precision (1 gives sigmoidF1).
+    ``SigmoidMetricLoss`` with ``metric="fbeta"``."""
+
+    def __init__(
+        self,
+        f_beta: float = 1.0,
+        *,
+        beta: float = 1.0,
+        eta: float = 0.0,
+        average: str = "macro",
+        official_compat: bool = False,
+        sync_dist: bool | None = None,
+        validate_targets: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(
+            "fbeta",
+            f_beta=f_beta,
+            beta=beta,
+            eta=eta,
+            average=average,
+            official_compat=official_compat,
+            sync_dist=sync_dist,
+            validate_targets=validate_targets,
+            eps=eps,
+        )
 
 
 @register_loss("sigmoid_f1")
-class SigmoidF1Loss(SigmoidFBetaLoss, fixed={"f_beta": 1.0}):
+class SigmoidF1Loss(SigmoidFBetaLoss):
     """sigmoidF1, the paper's loss: ``1 - mean_l 2tp_l / (2tp_l + fn_l + fp_l + eps)``, with the
-    counts from ``S = sigmoid(beta * (logits + eta))``."""
+    counts from ``S = sigmoid(beta * (logits + eta))``. ``SigmoidFBetaLoss`` with ``f_beta=1``.
+
+    Args: ``beta``, ``eta``, ``average``, ``official_compat``, ``sync_dist``,
+    ``validate_targets``, ``eps``: see ``sigmoid_metric_loss``.
+    """
+
+    def __init__(
+        self,
+        *,
+        beta: float = 1.0,
+        eta: float = 0.0,
+        average: str = "macro",
+        official_compat: bool = False,
+        sync_dist: bool | None = None,
+        validate_targets: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(
+            1.0,
+            beta=beta,
+            eta=eta,
+            average=average,
+            official_compat=official_compat,
+            sync_dist=sync_dist,
+            validate_targets=validate_targets,
+            eps=eps,
+        )
 
 
 @register_loss("unbounded_f1")
-class UnboundedF1Loss(SigmoidF1Loss, fixed={"beta": 1.0, "eta": 0.0, "official_compat": False}):
+class UnboundedF1Loss(SigmoidF1Loss):
     """The paper's "unboundedF1" baseline: soft F1 of plain ``sigmoid(logits)``. It is exactly
-    ``sigmoid_f1`` with ``beta=1, eta=0`` (sigmoid_f1's defaults), with those fixed."""
+    ``SigmoidF1Loss`` with ``beta=1, eta=0, official_compat=False`` (sigmoid_f1's defaults)."""
+
+    def __init__(
+        self,
+        *,
+        average: str = "macro",
+        sync_dist: bool | None = None,
+        validate_targets: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(
+            beta=1.0,
+            eta=0.0,
+            average=average,
+            official_compat=False,
+            sync_dist=sync_dist,
+            validate_targets=validate_targets,
+            eps=eps,
+        )
+
+
+class _SigmoidRatioLoss(SigmoidMetricLoss):
+    """``SigmoidMetricLoss`` with a fixed named ``metric`` and no ``f_beta`` (F-beta's only)."""
+
+    metric: str
+
+    def __init__(
+        self,
+        *,
+        beta: float = 1.0,
+        eta: float = 0.0,
+        average: str = "macro",
+        official_compat: bool = False,
+        sync_dist: bool | None = None,
+        validate_targets: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(
+            self.metric,
+            beta=beta,
+            eta=eta,
+            average=average,
+            official_compat=official_compat,
+            sync_dist=sync_dist,
+            validate_targets=validate_targets,
+            eps=eps,
+        )
 
 
 @register_loss("sigmoid_precision")
-class SigmoidPrecisionLoss(SigmoidMetricLoss, fixed={"metric": "precision", "f_beta": 1.0}):
-    """``1 - mean_l tp_l / (tp_l + fp_l + eps)`` (``f_beta`` is fbeta's only: fixed away)."""
+class SigmoidPrecisionLoss(_SigmoidRatioLoss):
+    """``1 - mean_l tp_l / (tp_l + fp_l + eps)``: ``SigmoidMetricLoss`` with
+    ``metric="precision"``."""
+
+    metric = "precision"
 
 
 @register_loss("sigmoid_recall")
-class SigmoidRecallLoss(SigmoidMetricLoss, fixed={"metric": "recall", "f_beta": 1.0}):
-    """``1 - mean_l tp_l / (tp_l + fn_l + eps)`` (``f_beta`` is fbeta's only: fixed away)."""
+class SigmoidRecallLoss(_SigmoidRatioLoss):
+    """``1 - mean_l tp_l / (tp_l + fn_l + eps)``: ``SigmoidMetricLoss`` with ``metric="recall"``."""
+
+    metric = "recall"
 
 
-sigmoid_fbeta_loss = function_of(SigmoidFBetaLoss, "sigmoid_fbeta_loss")
-sigmoid_f1_loss = function_of(SigmoidF1Loss, "sigmoid_f1_loss")
-unbounded_f1_loss = function_of(UnboundedF1Loss, "unbounded_f1_loss")
-sigmoid_precision_loss = function_of(SigmoidPrecisionLoss, "sigmoid_precision_loss")
-sigmoid_recall_loss = function_of(SigmoidRecallLoss, "sigmoid_recall_loss")
+def sigmoid_f1_loss(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    beta: float = 1.0,
+    eta: float = 0.0,
+    average: str = "macro",
+    official_compat: bool = False,
+    sync_dist: bool | None = None,
+    validate_targets: bool = False,
+    eps: float = 1e-8,
+) -> Tensor:
+    """sigmoidF1 (Bénédict et al. 2022), functional: ``1 - mean_l 2tp_l / (2tp_l + fn_l + fp_l)``
+    over the soft counts of ``S = sigmoid(beta * (logits + eta))``; ``logits`` and ``targets``
+    ``[batch, num_labels]`` -> 0-d tensor. ``sigmoid_metric_loss`` with ``metric="fbeta",
+    f_beta=1`` (the options are explained there); equal to ``SigmoidF1Loss(...)(logits, targets)``.
+    """
+    return sigmoid_metric_loss(
+        logits,
+        targets,
+        "fbeta",
+        f_beta=1.0,
+        beta=beta,
+        eta=eta,
+        average=average,
+        official_compat=official_compat,
+        sync_dist=sync_dist,
+        validate_targets=validate_targets,
+        eps=eps,
+    )

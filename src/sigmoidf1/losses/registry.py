@@ -1,6 +1,7 @@
 """Name -> loss factory registry: ``register_loss``, ``get_loss``, ``available_losses``.
 
-Register your own loss from any module (it must be imported before ``get_loss`` is called)::
+Register your own loss from any module (it must be imported before ``get_loss`` is called; a
+module inside ``src/sigmoidf1/losses/`` is imported with the package)::
 
     from sigmoidf1.losses import register_loss
 
@@ -10,15 +11,29 @@ Register your own loss from any module (it must be imported before ``get_loss`` 
         def forward(self, logits, targets): ...   # [batch, num_labels] each -> 0-d tensor
 
 Hydra configs build losses with ``_target_: sigmoidf1.losses.get_loss`` and ``name: <name>``.
+
+**What a registered loss must do** (``tests/core/test_loss_contract.py`` checks every registered
+loss, yours included, and names the contract that failed):
+
+1. build with no arguments: every constructor argument has a default (``loss=my_loss`` works);
+2. take logits and binary targets, both float ``[batch, num_labels]``, and return a finite 0-d
+   tensor whose gradient with respect to the logits is finite, also for logits of +-1e4 and for a
+   batch without any positive;
+3. score confident right predictions lower than confident wrong ones;
+4. compute in float32 under autocast: given float16/bfloat16 logits
+   (``trainer.precision=bf16-mixed``) return float32, equal to the float32 computation (cast
+   first: ``logits.float()``; half precision sums over a batch lose digits);
+5. have a config ``configs/loss/<name>.yaml`` that Hydra instantiates (template only).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
+
+from sigmoidf1.keywords import accepted_keywords, missing_keywords
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -71,31 +86,14 @@ def get_loss(name: str, **kwargs: Any) -> nn.Module:
 
 
 def _check_kwargs(name: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):  # some builtins have no signature: let the call decide
-        return
-    params = signature.parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    accepted = [
-        p.name
-        for p in params
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
-    unknown = sorted(set(kwargs) - set(accepted))
+    accepted = accepted_keywords(factory)
+    unknown = sorted(set(kwargs) - set(accepted)) if accepted is not None else []
     if unknown:
         raise ValueError(
             f"loss {name!r} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(accepted) or '(none)'}"
         )
-    missing = [
-        p.name
-        for p in params
-        if p.default is inspect.Parameter.empty
-        and p.name not in kwargs
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
+    missing = missing_keywords(factory, kwargs)
     if missing:
         raise ValueError(
             f"loss {name!r} is missing required keyword argument(s) {', '.join(map(repr, missing))}"

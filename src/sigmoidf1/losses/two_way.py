@@ -22,13 +22,12 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from sigmoidf1.distributed import all_reduce_sum, should_sync
 from sigmoidf1.losses.confusion import compute_dtype
-from sigmoidf1.losses.module_form import FunctionalLoss
 from sigmoidf1.losses.registry import register_loss
 from sigmoidf1.losses.validation import check_bool, check_inputs, check_positive, check_sync_dist
-from sigmoidf1.utils.distributed import all_reduce_sum, should_sync
 
 # The logsumexp of an empty set, instead of -inf: finite, so that no gradient becomes NaN, and
 # small enough that softplus(temperature * EMPTY + ...) is exactly 0, even after a sum over ranks.
@@ -56,7 +55,7 @@ def two_way_loss(
             When on, the per-rank label-wise logsumexps are combined exactly (a logsumexp of
             logsumexps) and the sample-wise mean is taken over all ranks' samples, with gradients,
             so every rank returns the global loss and DDP-averaged gradients equal one process's
-            on the global batch (as for sigmoidF1; see ``sigmoidf1.utils.distributed``).
+            on the global batch (as for sigmoidF1; see ``sigmoidf1.distributed``).
         validate_targets: check that targets are 0/1 (one device-host sync per call).
 
     Returns:
@@ -122,8 +121,27 @@ def check_two_way(
 
 
 @register_loss("two_way")
-class TwoWayLoss(FunctionalLoss):
-    """Module form of ``two_way_loss``."""
+class TwoWayLoss(nn.Module):
+    """Module form of ``two_way_loss`` (its options, checked once here)."""
 
-    function = staticmethod(two_way_loss)
-    check = staticmethod(check_two_way)
+    def __init__(
+        self,
+        temperature_pos: float = 4.0,
+        temperature_neg: float = 1.0,
+        sync_dist: bool | None = None,
+        validate_targets: bool = False,
+    ) -> None:
+        super().__init__()
+        self.options = {
+            "temperature_pos": temperature_pos,
+            "temperature_neg": temperature_neg,
+            "sync_dist": sync_dist,
+            "validate_targets": validate_targets,
+        }
+        check_two_way(**self.options)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return two_way_loss(logits, targets, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())

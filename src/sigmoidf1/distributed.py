@@ -12,8 +12,7 @@ Gradient scaling (why no correction factor is needed with DDP)::
 
     R ranks, rank r holds local counts c_r(theta); C = sum_r c_r; every rank returns L(C).
     One process on the global batch would get       g* = sum_r dL/dC . dc_r/dtheta.
-    Backward of all_reduce_sum on rank r returns    sum_r' dL_r'/dC = R * dL/dC   (L_r' = L for all
-    r')
+    Backward of all_reduce_sum on rank r returns    sum_r' dL_r'/dC = R * dL/dC   (L_r' = L)
     so rank r's parameter gradient is               R * dL/dC . dc_r/dtheta,
     and DDP averages over ranks:                    (1/R) sum_r R * dL/dC . dc_r/dtheta = g*.
 
@@ -32,7 +31,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 
 def is_distributed() -> bool:
@@ -82,6 +80,8 @@ def gather_rows(rows: Tensor, dataset_size: int | None = None) -> Tensor:
     """
     if not is_distributed():
         return rows
+    from torchmetrics.utilities.distributed import gather_all_tensors  # only under DDP: slow import
+
     return join_ranks(gather_all_tensors(rows.contiguous()), dataset_size)
 
 

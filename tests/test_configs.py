@@ -23,6 +23,7 @@ GROUPS = [
     "extras",
     "paths",
     "hydra",
+    "trust",
 ]
 REQUIRED_GROUPS = [g for g in GROUPS if g != "hparams_search"]
 
@@ -56,7 +57,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_resolves_and_imports(group: str, option: str, tmp_path: Path):
-    if group in ("paths", "hydra", "extras"):  # single-option groups, already in the default
+    if group in ("paths", "hydra", "extras", "trust"):  # one option each, already in the default
         cfg = compose_train([], tmp_path)
     else:
         cfg = compose_train([f"{group}={option}"], tmp_path)

@@ -6,14 +6,18 @@
         -> MultilabelClassifier(**hyper_parameters) with its weights  (= load_from_checkpoint)
         -> the DataModule from the stored data config, given the stored preprocessing state
 
-``weights_only=True`` never unpickles arbitrary objects: a checkpoint cannot run code when loaded.
+A checkpoint is data, never code, in two steps: ``torch.load(weights_only=True)`` never unpickles
+arbitrary objects, and the configs the file stores (``STORED_CONFIGS``: the data config, the
+backbone, loss, optimizer and scheduler), which Hydra would import and call, are checked as a whole
+before anything in them is imported or called (``sigmoidf1.utils.trust``: the template's own
+families, and what the user trusts with ``trusted_targets``). See docs/security.md.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +28,31 @@ from omegaconf import OmegaConf
 
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.errors import CheckpointError
+from sigmoidf1.utils.trust import check_targets
 
 HPARAMS_KEY = MultilabelClassifier.CHECKPOINT_HYPER_PARAMS_KEY  # "hyper_parameters"
+# The configs a checkpoint stores that loaders instantiate: the config key a user knows each by,
+# and where it sits in the hyperparameters. The rest of the stored run config (trainer, callbacks,
+# loggers, and the copies under model and loss) is a record that no loader instantiates.
+STORED_CONFIGS = {
+    "data": ("run_config", "data"),
+    "model.backbone": ("backbone",),
+    "loss": ("loss",),
+    "model.optimizer": ("optimizer",),
+    "model.scheduler": ("scheduler",),
+}
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a sigmoidf1 checkpoint with ``weights_only=True``, tensors memory-mapped.
+def read_checkpoint(
+    path: str | Path, trusted_targets: Any = (), replaced: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Load a sigmoidf1 checkpoint with ``weights_only=True``, tensors memory-mapped, and check
+    the targets of its ``STORED_CONFIGS`` (``trusted_targets``: the user's trusted module paths;
+    ``replaced``: hyperparameter names the caller replaces, whose stored configs are not used).
 
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` naming the file when it
-    is truncated, foreign (no classifier hyperparameters), or carries pickled objects (whose code
-    is then never run).
+    is truncated, foreign (no classifier hyperparameters), carries pickled objects (whose code
+    is then never run), or stores a config naming an untrusted target (nothing of it is imported).
     """
     path = Path(path)
     if not path.is_file():
@@ -59,7 +78,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is not a sigmoidf1 checkpoint (no classifier hyperparameters): use a file "
             "from <run dir>/checkpoints/ written by sigmoidf1-train"
         )
+    check_targets(stored_configs(hparams, replaced), "", trusted_targets, source=str(path))
     return checkpoint
+
+
+def stored_configs(hparams: Mapping[str, Any], replaced: Iterable[str] = ()) -> dict[str, Any]:
+    """The ``STORED_CONFIGS`` of a checkpoint's hyperparameters, nested by their config keys
+    (``{"data": ..., "model": {"backbone": ...}, ...}``), without those under ``replaced``."""
+    stored: dict[str, Any] = {}
+    for key, (name, *inner) in STORED_CONFIGS.items():
+        if name in replaced:
+            continue
+        config = hparams.get(name)
+        for part in inner:
+            config = config.get(part) if isinstance(config, Mapping) else None
+        *parents, last = key.split(".")
+        node = stored
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[last] = config
+    return stored
 
 
 def classifier_from(checkpoint: Mapping[str, Any]) -> MultilabelClassifier:
@@ -93,9 +131,11 @@ def datamodule_from(
 
 
 def load_trained(
-    path: str | Path, data_overrides: Mapping[str, Any] | None = None
+    path: str | Path,
+    data_overrides: Mapping[str, Any] | None = None,
+    trusted_targets: Any = (),
 ) -> tuple[MultilabelClassifier, L.LightningDataModule]:
     """``(model, datamodule)`` of a checkpoint file; see the module docstring."""
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, trusted_targets)
     datamodule = datamodule_from(checkpoint, data_overrides)
     return classifier_from(checkpoint), datamodule

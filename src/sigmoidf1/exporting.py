@@ -324,7 +324,7 @@ def export(cfg: DictConfig) -> Path:
         log.warning(
             "TorchScript is deprecated in recent torch; format=exported_program replaces it"
         )
-    model, datamodule = load_trained(cfg.ckpt_path, cfg.get("data"))
+    model, datamodule = load_trained(cfg.ckpt_path, cfg.get("data"), cfg.get("trusted_targets"))
     preprocessing = datamodule.state_dict()
     spec = input_spec(model.hparams.backbone_inputs, preprocessing)
     wrapper = ProbabilitiesAndDecisions(model, spec)

@@ -167,7 +167,7 @@ def predict(cfg: DictConfig) -> Path:
     apply_extras(cfg)
     if cfg.batch_size is not None and int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    model, datamodule = load_trained(cfg.ckpt_path, cfg.get("data"))
+    model, datamodule = load_trained(cfg.ckpt_path, cfg.get("data"), cfg.get("trusted_targets"))
     dataset = datamodule.predict_dataset(str(cfg.input))
     loader = datamodule.predict_loader(dataset, batch_size=cfg.batch_size)
 

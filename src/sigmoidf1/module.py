@@ -10,11 +10,15 @@ backbone needs from the data (``backbone_inputs``: ``in_features``, ``vocab_size
 
     model = MultilabelClassifier.load_from_checkpoint("logs/train/runs/<run>/checkpoints/last.ckpt")
     logits = model(inputs)          # [batch, num_labels]
+
+A checkpoint is data: ``load_from_checkpoint`` checks the targets of the configs the file stores
+before instantiating any (``trusted_targets=[...]`` for a model built from your own classes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -262,6 +266,47 @@ class MultilabelClassifier(L.LightningModule):
         }
 
     # --- checkpoints ----------------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: str | torch.device | None = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        *,
+        trusted_targets: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> MultilabelClassifier:
+        """The model of a checkpoint file, rebuilt from the file alone, as a checkpoint is data.
+
+        Lightning's method, made safe: the file is read with ``torch.load(weights_only=True)``
+        and every target in the configs it stores is checked before any is imported or called
+        (``sigmoidf1.checkpoints.read_checkpoint``): sigmoidf1's own data modules, backbones and
+        losses and torch.optim pass; a model trained with your own classes loads with
+        ``trusted_targets=["mylab"]`` (module paths). ``kwargs`` replace stored hyperparameters
+        (their stored configs are then not used). The model is built on the CPU and moved to
+        ``map_location`` (a device) when given; ``strict`` as in ``load_state_dict``.
+        ``hparams_file`` and ``weights_only=False`` are refused.
+        """
+        if hparams_file is not None:
+            raise TypeError(
+                "hparams_file is not supported: a sigmoidf1 checkpoint carries its own "
+                "hyperparameters; pass replacements as keyword arguments"
+            )
+        if weights_only is False:
+            raise ValueError("sigmoidf1 loads checkpoints with weights_only=True only")
+        # the reader sits above this module (it knows the classifier): imported when called
+        from sigmoidf1.checkpoints import HPARAMS_KEY, read_checkpoint
+
+        checkpoint = read_checkpoint(checkpoint_path, trusted_targets, replaced=kwargs)
+        model = cls(**{**checkpoint[HPARAMS_KEY], **kwargs})
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(
+            checkpoint["state_dict"], strict=model.strict_loading if strict is None else strict
+        )
+        return model if map_location is None else model.to(torch.device(map_location))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Raise ``FloatingPointError`` instead of writing a checkpoint with non-finite weights."""
         finite = torch.stack([torch.isfinite(p).all() for p in self.parameters()])

@@ -195,7 +195,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = cfg.get("ckpt_path") if cfg.get("train", True) else None
     with discard_run_dir_if_refused(output_dir):
         if ckpt_path:  # fail early, with a clear message, on a missing, unusable or mismatched file
-            resumed = read_checkpoint(ckpt_path)
+            resumed = read_checkpoint(ckpt_path, cfg.get("trusted_targets"))
             if cfg.get("resume_check", True):
                 check_resume(resumed, cfg, str(ckpt_path))
             resumed = {key: resumed.get(key) for key in ("epoch", "global_step")}
@@ -260,7 +260,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint with the data and model config stored in it; write test_metrics.json."""
     apply_extras(cfg)
-    checkpoint = read_checkpoint(cfg.ckpt_path)
+    checkpoint = read_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     overrides = cfg.get("data") or {}

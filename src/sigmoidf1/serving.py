@@ -49,6 +49,7 @@ from sigmoidf1.inference import predict_batches, prediction_records, rows_datase
 from sigmoidf1.utils.config import apply_extras
 from sigmoidf1.utils.errors import ConfigError, UserError
 from sigmoidf1.utils.logging import get_logger
+from sigmoidf1.utils.trust import trusted_prefixes
 
 log = get_logger(__name__)
 
@@ -117,6 +118,7 @@ class ClassifierAPI(ls.LitAPI):
         num_threads: int | None = None,
         max_batch_size: int = 16,
         batch_timeout: float = 0.005,
+        trusted_targets: list[str] | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.ckpt_path = ckpt_path
@@ -124,6 +126,7 @@ class ClassifierAPI(ls.LitAPI):
         self.batch_size = batch_size
         self.decimals = decimals
         self.num_threads = num_threads
+        self.trusted_targets = trusted_targets or []
 
     def setup(self, device: str) -> None:
         """Load the model and its preprocessing once per inference worker."""
@@ -132,7 +135,9 @@ class ClassifierAPI(ls.LitAPI):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
-        model, self.datamodule = load_trained(self.ckpt_path, self.data_overrides)
+        model, self.datamodule = load_trained(
+            self.ckpt_path, self.data_overrides, self.trusted_targets
+        )
         self.device = torch.device(device)
         self.model = model.to(self.device)
 
@@ -273,6 +278,7 @@ def build_server(cfg: DictConfig) -> ls.LitServer:
         num_threads=cfg.num_threads,
         max_batch_size=int(cfg.max_batch_size),
         batch_timeout=float(cfg.batch_timeout),
+        trusted_targets=list(trusted_prefixes(cfg.get("trusted_targets"))),
     )
     server = ls.LitServer(
         api,
@@ -292,7 +298,8 @@ def serve(cfg: DictConfig) -> None:
     """Serve ``cfg.ckpt_path`` until SIGINT or SIGTERM; the workers stop and the port is freed."""
     apply_extras(cfg)
     check_settings(cfg)
-    read_checkpoint(cfg.ckpt_path)  # a bad checkpoint fails here, with its message, not in a worker
+    # a bad or untrusted checkpoint fails here, with its message, not in a worker
+    read_checkpoint(cfg.ckpt_path, cfg.get("trusted_targets"))
     server = build_server(cfg)
     log.info(
         f"Serving {cfg.ckpt_path} on http://{cfg.host}:{cfg.port}{PREDICT_PATH} "

@@ -176,11 +176,13 @@ def _log_traceback_to_files(error: BaseException) -> None:
 
 
 def print_error(message: str) -> None:
-    """``error: <message>`` on stderr (red on a terminal) and in the log files."""
+    """``error: <message>`` on stderr (red on a terminal) and in the log files. The message is
+    printed as it is: brackets in it (``trusted_targets=[mylab]``) are not Rich markup."""
     from rich.console import Console
+    from rich.markup import escape
 
     Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/bold red] {message}", markup=True
+        f"[bold red]error:[/bold red] {escape(message)}", markup=True
     )
     record = logging.LogRecord(
         "sigmoidf1", logging.ERROR, __file__, 0, "error: %s", (message,), None

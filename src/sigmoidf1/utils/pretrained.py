@@ -10,6 +10,7 @@ temporary folder first, renamed when complete, so an interrupted extraction is n
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import os
 import shutil
@@ -25,8 +26,17 @@ def cache_root() -> Path:
 
 
 def package_folder(module: str) -> Path:
-    """The folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
+    """The folder of an installed package, found without importing it or its parents (a name
+    read from a checkpoint must not run a package's ``__init__``; ``find_spec("a.b")`` imports
+    ``a``)."""
+    top, *subpackages = module.split(".")
+    spec = importlib.util.find_spec(top)  # a top-level name is located, not imported
+    for depth in range(len(subpackages)):
+        if spec is None or not spec.submodule_search_locations:
+            spec = None
+            break
+        name = ".".join([top, *subpackages[: depth + 1]])
+        spec = importlib.machinery.PathFinder.find_spec(name, list(spec.submodule_search_locations))
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"Python package {module!r} is not installed (e.g. pip install --no-deps "

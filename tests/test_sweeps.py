@@ -95,8 +95,9 @@ def objective(trials):
     return [loop.JobResult(value=t.params["x"] + t.params["k"]) for t in trials]
 
 
-def test_run_study_ends_with_exactly_n_trials_and_continues_a_finished_one(tmp_path):
-    journal = tmp_path / "optuna.journal"
+@pytest.mark.parametrize("store", ["optuna.journal", "sqlite"])
+def test_run_study_ends_with_exactly_n_trials_and_continues_a_finished_one(tmp_path, store):
+    journal = tmp_path / store if store != "sqlite" else f"sqlite:///{tmp_path / 'optuna.db'}"
     study = open_study("s", journal, "maximize")
     loop.run_study(study, SPACE, objective, n_trials=3, n_jobs=2)
     assert states(study) == ["COMPLETE"] * 3

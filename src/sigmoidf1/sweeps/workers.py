@@ -128,7 +128,7 @@ def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason:
     try:
         study._storage.set_trial_user_attr(trial._trial_id, FAIL_ATTR, reason)
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+    except (ValueError, RuntimeError):  # a finished trial (UpdateFinishedTrialError since 4.x)
         return False
     study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
     return True

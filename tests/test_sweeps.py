@@ -188,6 +188,18 @@ def test_an_interrupted_batch_is_failed_and_retried_with_the_same_parameters(tmp
         assert original.user_attrs[FAIL_ATTR] == "interrupted (KeyboardInterrupt)"
 
 
+def test_a_launch_that_raises_fails_its_trials_without_retry(tmp_path):
+    study = open_study("s", tmp_path / "optuna.journal", "maximize")
+
+    def broken_launcher(trials):
+        raise ConfigError("cannot compose")
+
+    with pytest.raises(ConfigError):
+        loop.run_study(study, SPACE, broken_launcher, n_trials=2)
+    assert states(study) == ["FAIL"]
+    assert "cannot compose" in study.trials[0].user_attrs[FAIL_ATTR]
+
+
 # --- dead workers -------------------------------------------------------------------------------
 def dead_worker_record() -> dict:
     """The worker record of a process that ran on this machine and is gone now."""

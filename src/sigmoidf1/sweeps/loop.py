@@ -134,8 +134,8 @@ def run_study(
 
     A job that raised one of ``catch`` (default: a diverged training) is FAIL and the loop goes
     on; another exception stops it once its batch is told (it propagates). An interruption
-    (Ctrl-C, SIGTERM) or a launcher that fails first fails the trials it cut short and enqueues
-    their retries.
+    (Ctrl-C, SIGTERM) fails the trials it cut short and enqueues their retries; a launcher that
+    raises fails them (no retry) and stops the loop.
     """
     from optuna.trial import TrialState
 
@@ -179,14 +179,20 @@ def _run_and_tell(
     heartbeat_interval: float,
     catch: tuple[type[BaseException], ...],
 ) -> None:
+    from optuna.trial import TrialState
+
     try:
         with Heartbeat(study, trials, heartbeat_interval):
             results = run_batch(trials)
-    except BaseException as error:  # interrupted, or the launcher failed: retry these trials
+    except BaseException as error:  # the launch itself failed, or the process is stopping
+        interrupted = not isinstance(error, Exception)  # Ctrl-C, SIGTERM (SystemExit)
         stored = {t.number: t for t in study.get_trials(deepcopy=False)}
-        for trial in trials:
-            if stored[trial.number].state.name == "RUNNING":
-                fail_and_retry(study, stored[trial.number], f"interrupted ({type(error).__name__})")
+        for trial in (stored[t.number] for t in trials if stored[t.number].state.name == "RUNNING"):
+            if interrupted:
+                fail_and_retry(study, trial, f"interrupted ({type(error).__name__})")
+            else:  # e.g. a config the launcher cannot compose: a retry would fail alike
+                study._storage.set_trial_user_attr(trial._trial_id, FAIL_ATTR, repr(error)[:500])
+                study.tell(trial.number, state=TrialState.FAIL)
         raise
     errors = []
     for trial, result in zip(trials, results, strict=True):

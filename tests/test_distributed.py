@@ -118,6 +118,7 @@ def test_single_job_argv_drops_the_sweep_and_keeps_config_flags():
         "--config-name",
         "exp",
         "hydra.sweep.dir=/s",
+        "hydra.mode=RUN",  # even where the config says MULTIRUN (hparams_search): one job
         "loss=bce",
         "trainer=ddp_cpu",
     ]
@@ -133,7 +134,7 @@ def test_relaunch_this_job_pins_the_job_and_restores_the_process(tmp_path, monke
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "loss=bce,sigmoid_f1", "trainer=ddp_cpu"])
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     with relaunch_this_job():
-        assert sys.argv == ["train.py", "loss=bce", "trainer=ddp_cpu"]
+        assert sys.argv == ["train.py", "hydra.mode=RUN", "loss=bce", "trainer=ddp_cpu"]
         assert HydraConfig.get().run.dir == str(tmp_path / "run")
         os.environ["LOCAL_RANK"] = "0"  # what Lightning's launcher leaves behind
     assert "LOCAL_RANK" not in os.environ  # or the next job would not launch its processes

@@ -1,8 +1,9 @@
-"""Optuna pruning of sweeper trials: callbacks=pruning, hparams_search=yeast_optuna_pruning.
+"""Optuna pruning of sweep trials: callbacks=pruning, hparams_search=yeast_optuna_pruning.
 
-Unit level: finding the job's trial among the study's running ones, and the callback's report /
-prune / stop on a stand-in trainer. End to end: a real two-trial sweep with a pruner that prunes
-deterministically (ThresholdPruner: every value below 0.99 after one warm-up epoch).
+Unit level: the callback's report / prune / stop on a stand-in trainer against a real journal
+study, and how the sweeper then stores the trial. End to end: a real two-trial sweep with a pruner
+that prunes deterministically (ThresholdPruner: every value below 0.99 after one warm-up epoch),
+in this process and through a launcher that runs each trial in a process of its own.
 """
 
 from __future__ import annotations
@@ -13,52 +14,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 
 from sigmoidf1.utils.errors import ConfigError
 from tests.conftest import QUIET, run_cli
 
 optuna = pytest.importorskip("optuna", reason="pruning comes with sigmoidf1[sweeps]")
 
-from sigmoidf1.callbacks.pruning import (  # noqa: E402  (needs optuna)
-    PRUNED_ATTR,
-    OptunaPruning,
-    find_trial,
-    in_process_storage,
-)
+from sigmoidf1.callbacks.pruning import PRUNED_ATTR, OptunaPruning  # noqa: E402
+from sigmoidf1.sweeps.loop import JobResult, tell  # noqa: E402
+from sigmoidf1.sweeps.study import load_study, open_study  # noqa: E402
 
-
-def sweeper_trials(study, count: int) -> list[list[str]]:
-    """Ask ``count`` trials the way the sweeper does; return each job's overrides."""
-    jobs = []
-    for _ in range(count):
-        trial = study.ask()
-        beta = trial.suggest_float("loss.beta", 0.5, 16.0, log=True)
-        lr = trial.suggest_float("model.optimizer.lr", 1e-4, 1e-2)
-        jobs.append([f"loss.beta={beta}", f"model.optimizer.lr={lr}", "trainer.max_epochs=3"])
-    return jobs
-
-
-def test_find_trial_picks_the_running_trial_with_this_jobs_parameters():
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="s", direction="maximize")
-    first, second = sweeper_trials(study, 2)
-    assert find_trial(study, second).number == 1
-    assert find_trial(study, first).number == 0
-    study.tell(0, 0.5)  # finished trials are not candidates any more
-    with pytest.raises(ConfigError, match="0 of the 1 running trials of study 's'"):
-        find_trial(study, first)
-    with pytest.raises(ConfigError, match="0 of the 1 running trials"):
-        find_trial(study, ["loss.beta=1.0", "model.optimizer.lr=0.001"])
-
-
-def test_in_process_storage_is_one_storage_per_process():
-    assert in_process_storage() is in_process_storage()
-
-
-def test_pruning_needs_a_shared_storage():
-    with pytest.raises(ConfigError, match="study storage that the sweeper and its trials share"):
-        OptunaPruning("val/f1_macro", None, "s", [], optuna.pruners.NopPruner())
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def fake_trainer(value: float, epoch: int) -> SimpleNamespace:
@@ -72,12 +38,13 @@ def fake_trainer(value: float, epoch: int) -> SimpleNamespace:
     )
 
 
-def test_callback_reports_every_epoch_and_stops_when_pruned():
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    (overrides,) = sweeper_trials(study, 1)
+def test_callback_reports_to_its_trial_stops_when_pruned_and_the_study_stores_pruned(tmp_path):
+    journal = tmp_path / "optuna.journal"
+    study = open_study("s", journal, "maximize")
+    study.ask()
+    trial = study.ask()  # trial 1 is this job's
     pruner = optuna.pruners.ThresholdPruner(lower=0.5, n_warmup_steps=1)
-    callback = OptunaPruning("val/f1_macro", storage, "s", overrides, pruner)
+    callback = OptunaPruning("val/f1_macro", str(journal), "s", 1, pruner)
     callback.setup(fake_trainer(0.0, 0), None, "fit")
 
     for epoch, value, stops in [(0, 0.1, False), (1, 0.6, False), (2, 0.4, True)]:
@@ -85,10 +52,26 @@ def test_callback_reports_every_epoch_and_stops_when_pruned():
         callback.on_validation_end(trainer, None)
         assert trainer.should_stop is stops, epoch  # epoch 0 is warm-up; 0.4 < 0.5 prunes
 
-    (trial,) = study.get_trials()
-    assert trial.intermediate_values == pytest.approx({0: 0.1, 1: 0.6, 2: 0.4})
-    assert trial.user_attrs[PRUNED_ATTR] == 2
-    assert trial.state == optuna.trial.TrialState.RUNNING  # the sweeper finishes it
+    stored = load_study(journal, "s").trials[1]  # another process's view: the journal file
+    assert stored.intermediate_values == pytest.approx({0: 0.1, 1: 0.6, 2: 0.4})
+    assert stored.user_attrs[PRUNED_ATTR] == 2
+    assert stored.state.name == "RUNNING"  # the sweeper finishes it
+    assert tell(study, trial, JobResult(value=0.6)) == "Trial 1 pruned after epoch 2"
+    stored = study.trials[1]
+    assert stored.state.name == "PRUNED" and stored.value == pytest.approx(0.4)  # last report
+    assert stored.last_step == 2
+
+
+def test_callback_refuses_a_trial_that_is_not_running(tmp_path):
+    journal = tmp_path / "optuna.journal"
+    study = open_study("s", journal, "maximize")
+    study.tell(study.ask(), 0.5)
+    for number, state in [(0, "COMPLETE"), (3, "missing")]:
+        callback = OptunaPruning("m", str(journal), "s", number, optuna.pruners.NopPruner())
+        with pytest.raises(ConfigError, match=f"trial {number} of study 's' is {state}"):
+            callback.setup(fake_trainer(0.0, 0), None, "fit")
+    with pytest.raises(ConfigError, match="hparams_search"):
+        OptunaPruning("m", "", "s", 0, optuna.pruners.NopPruner())
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -96,10 +79,32 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+PRUNE_AT_EPOCH_1 = [
+    "~callbacks.optuna_pruning.pruner",
+    "+callbacks.optuna_pruning.pruner._target_=optuna.pruners.ThresholdPruner",
+    "+callbacks.optuna_pruning.pruner.lower=0.99",
+    "+callbacks.optuna_pruning.pruner.n_warmup_steps=1",
+]
+
+
+def check_pruned_sweep(workdir: Path) -> None:
+    """Both trials stopped after epoch 1 (not at max_epochs=4) and are stored PRUNED there."""
+    sweep = workdir / "logs" / "train" / "sweeps" / "yeast_sigmoid_f1_pruning"
+    study = load_study(sweep / "optuna.journal")
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    for trial in study.trials:
+        assert trial.user_attrs[PRUNED_ATTR] == 1 and trial.last_step == 1
+        log = (sweep / str(trial.number) / "train.log").read_text()
+        assert f"Pruned: trial {trial.number} stops after epoch 1" in log
+        rows = read_rows(sweep / str(trial.number) / "metrics.csv")
+        values = {int(r["epoch"]): float(r["val/f1_macro"]) for r in rows if r.get("val/f1_macro")}
+        assert set(values) == {0, 1}
+        assert trial.intermediate_values == pytest.approx(values, abs=1e-6)
+        assert trial.value == pytest.approx(values[1], abs=1e-6)
+
+
 @pytest.mark.slow
 def test_a_real_sweep_prunes_its_trials(workdir):
-    """Two trials of up to 4 epochs; the pruner lets epoch 0 pass (warm-up) and prunes at epoch 1
-    (validation macro F1 < 0.99): both stop after 2 epochs and return their best value so far."""
     result = run_cli(
         "train",
         "-m",
@@ -107,26 +112,27 @@ def test_a_real_sweep_prunes_its_trials(workdir):
         *QUIET,
         "hydra.sweeper.n_trials=2",
         "trainer.max_epochs=4",
-        "test=false",
-        "callbacks.per_label_report=null",
-        "~callbacks.optuna_pruning.pruner",
-        "+callbacks.optuna_pruning.pruner._target_=optuna.pruners.ThresholdPruner",
-        "+callbacks.optuna_pruning.pruner.lower=0.99",
-        "+callbacks.optuna_pruning.pruner.n_warmup_steps=1",
+        *PRUNE_AT_EPOCH_1,
         cwd=workdir,
     )
-    (sweep,) = (workdir / "logs" / "train" / "multiruns").iterdir()
-    best_values = []
-    for number in (0, 1):
-        trial = sweep / str(number)
-        log = (trial / "train.log").read_text()
-        assert f"Pruned: trial {number} stops after epoch 1" in log
-        rows = read_rows(trial / "metrics.csv")
-        epochs = {int(row["epoch"]) for row in rows if row.get("val/f1_macro")}
-        assert epochs == {0, 1}  # stopped after the pruned epoch, not at max_epochs=4
-        values = [float(row["val/f1_macro"]) for row in rows if row.get("val/f1_macro")]
-        assert max(values) < 0.99
-        best_values.append(max(values))
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_value"] == pytest.approx(max(best_values), abs=1e-6)
-    assert "Pruned: trial" in result.stdout + result.stderr
+    check_pruned_sweep(workdir)
+    assert "Trial 1 pruned after epoch 1" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_trials_in_processes_of_their_own_report_to_the_shared_study(workdir):
+    """submitit's local launcher: both trials at once (n_jobs=2), each in its own process."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run_cli(
+        "train",
+        "-m",
+        "hparams_search=yeast_optuna_pruning",
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_jobs=2",
+        *QUIET,
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=4",
+        *PRUNE_AT_EPOCH_1,
+        cwd=workdir,
+    )
+    check_pruned_sweep(workdir)

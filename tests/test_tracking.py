@@ -174,7 +174,7 @@ def test_wandb_sweep_drives_the_train_entry_point_with_valid_overrides(tmp_path)
 
 
 def test_optuna_search_space_names_existing_keys(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     cfg = compose_train(["hparams_search=yeast_optuna"], tmp_path)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper")
@@ -284,7 +284,7 @@ def test_csv_tensorboard_and_mlflow_write_their_files_and_the_report(workdir):
 @pytest.mark.slow
 def test_optuna_sweep_runs_two_trials_each_in_its_own_wandb_run(workdir, monkeypatch):
     pytest.importorskip("wandb")
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     monkeypatch.setenv("WANDB_MODE", "offline")
     from tests.wandb_offline import read_offline_run
 
@@ -298,10 +298,11 @@ def test_optuna_sweep_runs_two_trials_each_in_its_own_wandb_run(workdir, monkeyp
         *QUIET,
         cwd=workdir,
     )
-    (sweep_dir,) = (workdir / "logs" / "train" / "multiruns").iterdir()
+    (sweep_dir,) = (workdir / "logs" / "train" / "sweeps").iterdir()
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     runs = [read_offline_run(d) for job in ("0", "1") for d in offline_run_dirs(sweep_dir / job)]
     assert len(runs) == 2 and runs[0].run_id != runs[1].run_id  # wandb.finish() between the jobs
+    assert [run.group for run in runs] == ["yeast_sigmoid_f1"] * 2  # the study's name
     # the summary keeps the best epoch (define_metric(summary="max")): what train.py returned
     returned = [run.summary["val/f1_macro"]["max"] for run in runs]
     assert results["best_value"] == pytest.approx(max(returned), rel=1e-6)
@@ -317,7 +318,7 @@ def test_optuna_sweep_runs_two_trials_each_in_its_own_wandb_run(workdir, monkeyp
 def test_optuna_sweep_returns_each_trials_best_epoch_not_its_last(workdir):
     """Early stopping ends a run up to `patience` epochs after its best one: the objective a
     search sees must be the best epoch's value, as logged in metrics.csv."""
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     run_cli(
         "train",
         "-m",
@@ -329,7 +330,7 @@ def test_optuna_sweep_returns_each_trials_best_epoch_not_its_last(workdir):
         *QUIET,
         cwd=workdir,
     )
-    (sweep_dir,) = (workdir / "logs" / "train" / "multiruns").iterdir()
+    (sweep_dir,) = (workdir / "logs" / "train" / "sweeps").iterdir()
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     best_per_trial = []
     for job in ("0", "1"):

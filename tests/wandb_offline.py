@@ -60,6 +60,7 @@ class OfflineRun:
     run_id: str = ""
     project: str = ""
     job_type: str = ""
+    group: str = ""
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)  # nested, as logged
     summary: dict[str, Any] = field(default_factory=dict)  # "key" or "key.sub" -> last value
@@ -90,6 +91,7 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
                 record.run.job_type,
             )
             run.tags = list(record.run.tags)
+            run.group = record.run.run_group
             update_config(record.run.config.update)
         elif kind == "config":
             update_config(record.config.update)

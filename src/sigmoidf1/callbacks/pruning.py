@@ -1,73 +1,32 @@
-"""Optuna pruning for trials of the hydra-optuna-sweeper: stop unpromising runs early.
+"""Optuna pruning for the trials of an Optuna sweep: stop unpromising runs early.
 
-The sweeper (hydra-optuna-sweeper 1.x) asks its study for a trial, launches the job with the
-trial's parameters as overrides and, when the job returns, tells the study the returned value. It
-never hands the trial object to the job, so the job finds it itself, through a study storage that
-both share (``hydra.sweeper.storage``: ``in_process_storage()`` below, or a storage URL):
+The sweeper (``hydra_plugins/sigmoidf1_sweeper``) runs trial ``k`` of its study as Hydra job
+``k``; this callback opens the same study (``storage``, ``study_name``: the sweeper's) and
 
-1. ``setup``: load the study (``study_name``, ``storage``) with this callback's ``pruner``, and
-   pick its one RUNNING trial whose parameters are among this job's overrides (the sweeper writes
-   them as ``name=value``, exactly as ``hydra.overrides.task`` holds them);
-2. every validation epoch: ``trial.report(<monitor>, step=epoch)``, then ``trial.should_prune()``;
-3. when pruned: record ``pruned_at_epoch`` on the trial and stop the fit after this epoch (as
-   early stopping does). The run then goes on as usual (test, ``test_metrics.json``) and returns
-   its best value so far, ``<monitor>_best``; the sweeper stores the trial as COMPLETE with it.
+1. ``setup``: takes trial ``trial_number`` (``hydra.job.num``), which must be RUNNING;
+2. every validation epoch: ``trial.report(<monitor>, step=epoch)`` (the study keeps the curve),
+   then ``trial.should_prune()`` with this callback's ``pruner``;
+3. when pruned: records the epoch as user attribute ``pruned_at_epoch`` and stops the fit after
+   this epoch, as early stopping does. The run ends as usual (test, ``test_metrics.json``, the W&B
+   run finished, not failed); the sweeper sees the attribute and stores the trial PRUNED, with the
+   last reported value as its value.
 
-Only the sweeper can finish a trial (it refuses to tell a finished one), so a pruned trial is
-stored as COMPLETE with its best value so far, marked by the ``pruned_at_epoch`` user attribute,
-rather than as PRUNED. Its intermediate values are in the storage like any trial's.
+Under DDP only rank zero talks to the study; the decision is broadcast to every rank.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 
+from sigmoidf1.sweeps.study import PRUNED_ATTR
 from sigmoidf1.utils.errors import ConfigError
 from sigmoidf1.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-PRUNED_ATTR = "pruned_at_epoch"
-
-
-@functools.cache
-def in_process_storage() -> Any:
-    """One ``optuna.storages.InMemoryStorage`` per process: the study storage that the sweeper and
-    the trials it runs in its own process (Hydra's basic launcher, the default) share.
-
-    Optuna 2.10's SQL storage does not work with SQLAlchemy 2 (its schema-version row is never
-    committed: ``create_study`` fails on an ``AssertionError``), and the sweeper needs optuna < 3.
-    A storage URL still works where the SQL storage does (SQLAlchemy < 2), and with launchers
-    that run trials in other processes it is the only way.
-    """
-    import optuna
-
-    return optuna.storages.InMemoryStorage()
-
-
-def find_trial(study: Any, overrides: Sequence[str]) -> Any:
-    """The one RUNNING trial of ``study`` whose parameters all appear in ``overrides`` as
-    ``name=value`` (how the sweeper passes them); ``ConfigError`` when there is none or several."""
-    from optuna.trial import TrialState
-
-    given = set(overrides)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    matches = [
-        trial
-        for trial in running
-        if {f"{name}={value}" for name, value in trial.params.items()} <= given
-    ]
-    if len(matches) != 1:
-        raise ConfigError(
-            f"pruning: {len(matches)} of the {len(running)} running trials of study "
-            f"'{study.study_name}' have this job's parameters ({', '.join(sorted(given))}); "
-            "run the callback only inside that study's Optuna sweep (-m hparams_search=...)"
-        )
-    return matches[0]
+__all__ = ["PRUNED_ATTR", "OptunaPruning"]
 
 
 class OptunaPruning(L.Callback):
@@ -75,33 +34,25 @@ class OptunaPruning(L.Callback):
 
     Args:
         monitor: the metric the study optimises (``optimized_metric``).
-        storage: the sweeper's study storage (``hydra.sweeper.storage``): a URL or a storage
-            object such as ``in_process_storage()``; not ``None`` (a private in-memory study).
+        storage: the sweeper's study storage (``hydra.sweeper.storage``): a journal file path or a
+            database URL.
         study_name: the sweeper's study name (``hydra.sweeper.study_name``).
-        overrides: this job's overrides (``hydra.overrides.task``), to find its trial.
+        trial_number: this job's trial (``hydra.job.num``, which the sweeper sets to it).
         pruner: an ``optuna.pruners.BasePruner``; the study's direction decides what is worse.
     """
 
     def __init__(
-        self,
-        monitor: str,
-        storage: Any,
-        study_name: str | None,
-        overrides: Sequence[str],
-        pruner: Any,
+        self, monitor: str, storage: str, study_name: str, trial_number: int, pruner: Any
     ) -> None:
-        if not storage:
+        if not storage or not study_name:
             raise ConfigError(
-                "pruning needs a study storage that the sweeper and its trials share: use "
-                "hparams_search=yeast_optuna_pruning (its in-process storage), or set "
-                "hydra.sweeper.storage to a storage URL"
+                "pruning reports to the study of an Optuna sweep: run it with "
+                "-m hparams_search=... (hydra.sweeper.storage and study_name)"
             )
-        if not study_name:
-            raise ConfigError("pruning needs hydra.sweeper.study_name (the study to report to)")
         self.monitor = monitor
-        self.storage = storage
+        self.storage = str(storage)
         self.study_name = study_name
-        self.overrides = [str(item) for item in overrides]
+        self.trial_number = int(trial_number)
         self.pruner = pruner
         self.trial: Any = None
 
@@ -110,13 +61,21 @@ class OptunaPruning(L.Callback):
             return
         import optuna
 
+        from sigmoidf1.sweeps.study import open_storage
+
         study = optuna.load_study(
-            study_name=self.study_name, storage=self.storage, pruner=self.pruner
+            study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner
         )
-        frozen = find_trial(study, self.overrides)
-        self.trial = optuna.trial.Trial(study, frozen._trial_id)
+        trial = {t.number: t for t in study.get_trials(deepcopy=False)}.get(self.trial_number)
+        if trial is None or trial.state.name != "RUNNING":
+            raise ConfigError(
+                f"pruning: trial {self.trial_number} of study '{self.study_name}' is "
+                f"{trial.state.name if trial else 'missing'}, not RUNNING: the callback works "
+                "inside that study's sweep only (-m hparams_search=...)"
+            )
+        self.trial = optuna.Trial(study, trial._trial_id)
         log.info(
-            f"Pruning: reporting {self.monitor} to trial {frozen.number} of {study.study_name}"
+            f"Pruning: reporting {self.monitor} to trial {self.trial_number} of {self.study_name}"
         )
 
     # on_validation_end, as EarlyStopping: the epoch's metrics are in callback_metrics by then
@@ -132,7 +91,7 @@ class OptunaPruning(L.Callback):
             if prune:
                 self.trial.set_user_attr(PRUNED_ATTR, epoch)
                 log.info(
-                    f"Pruned: trial {self.trial.number} stops after epoch {epoch} "
+                    f"Pruned: trial {self.trial_number} stops after epoch {epoch} "
                     f"({self.monitor}={value:.4f})"
                 )
         if trainer.strategy.broadcast(prune):

@@ -51,7 +51,9 @@ def single_job_argv(
 
     Keeps the program and the config flags of ``argv`` (``--config-name``, ``--config-path``,
     ``--config-dir``), drops ``-m`` and the sweep, and appends the job's overrides: Hydra's own
-    (except ``hydra.mode``) then the task's (e.g. ``loss=bce``, with the sweep value resolved).
+    (``hydra.mode=RUN`` instead of the sweep's mode: a config such as ``hparams_search`` may set
+    ``hydra.mode: MULTIRUN``, which would make the child a sweep worker) then the task's (e.g.
+    ``loss=bce``, with the sweep value resolved).
     """
     # Hydra's own argument parser (stable since Hydra 1.0), so flags parse exactly as hydra.main's
     from hydra._internal.utils import get_args_parser
@@ -66,7 +68,7 @@ def single_job_argv(
         if value is not None:
             command += [flag, value]
     command += [o for o in hydra_overrides if not o.startswith("hydra.mode=")]
-    return command + list(task_overrides)
+    return [*command, "hydra.mode=RUN", *task_overrides]
 
 
 def externally_launched_ranks() -> int:

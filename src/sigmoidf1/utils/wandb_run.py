@@ -7,7 +7,10 @@
    token, no key in ``~/.netrc`` or the W&B settings) and neither ``WANDB_MODE`` nor the logger asks
    for a mode: it sets ``WANDB_MODE=offline`` (inherited by DDP worker processes) and says in one
    line how to upload later with ``wandb sync``. It never reaches wandb's interactive login prompt;
-2. on ``ckpt_path=...``, reads the run id that ``RunIdInCheckpoint`` stored in the checkpoint and
+2. in a multirun, puts runs whose ``group`` is unset into one group named after the sweep
+   directory (for an Optuna search: the study name), so that a sweep's trials, from any worker,
+   show together;
+3. on ``ckpt_path=...``, reads the run id that ``RunIdInCheckpoint`` stored in the checkpoint and
    passes it as the logger's ``id`` (with ``resume="allow"``), so that the resumed training
    continues the same W&B run;
 
@@ -126,10 +129,33 @@ def _resume_run(cfg: DictConfig) -> None:
     log.info(f"W&B: continuing run {run_id} (stored in {ckpt_path})")
 
 
+def sweep_group() -> str | None:
+    """The name of this multirun's sweep directory, or None outside a multirun."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return None
+        return Path(str(HydraConfig.get().sweep.dir)).name
+    except Exception:  # no Hydra context (called from Python), or an unresolvable sweep dir
+        return None
+
+
+def _group_sweep_runs(cfg: DictConfig) -> None:
+    group = sweep_group()
+    for entry in wandb_logger_configs(cfg) if group else []:
+        if not entry.get("group"):
+            with open_dict(entry):
+                entry.group = group
+
+
 def prepare_wandb(cfg: DictConfig) -> None:
-    """Offline fallback and resume id, applied to ``cfg.logger`` before any logger exists."""
+    """Offline fallback, sweep group and resume id, applied to ``cfg.logger`` before any logger
+    exists."""
     if wandb_logger_configs(cfg):
         _fall_back_to_offline(cfg)
+        _group_sweep_runs(cfg)
         _resume_run(cfg)
 
 

@@ -62,6 +62,8 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# schedule every few seconds (defaults 60 and 30 s): a requeued job starts again soon
+SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
@@ -123,7 +125,7 @@ start() {
   done
   mkdir -p "$DIR"/{state,run,log} "${NODES[@]/#/$DIR/spool/}"
   resolve_nodes
-  [ -f "$CONF" ] || write_conf
+  pid_alive "$DIR/run/slurmctld.pid" || write_conf  # a running cluster keeps its configuration
   start_munge
   if ! pid_alive "$DIR/run/slurmctld.pid"; then
     slurmctld -f "$CONF"

@@ -254,25 +254,52 @@ def test_a_preempted_job_saves_is_requeued_and_resumes_into_the_same_run(
 
 
 # --- submitit ---------------------------------------------------------------------------------
-def test_a_submitit_sweep_runs_each_job_on_two_nodes(slurm_conf, reference, workdir):
+def test_a_submitit_sweep_runs_each_job_on_two_nodes_and_survives_preemption(
+    slurm_conf, reference, workdir
+):
+    """Two jobs of 2 nodes x 1 process each, both signalled in the middle of epoch 0: each array
+    task requeues itself, submitit runs it again into the same job directory, and it continues."""
     env = job_env(workdir, slurm_conf)
-    result = run_cli(
-        "train",
-        "-m",
-        "hydra/launcher=slurm",
-        *LAYOUT,
-        "loss=sigmoid_f1,bce",
-        *SIZE,
-        # the local cluster's nodes: no GPUs, and what one of its CPUs can hold
-        "hydra.launcher.gpus_per_node=null",
-        "hydra.launcher.cpus_per_task=1",
-        "hydra.launcher.mem_gb=1",
+    sweep_command = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sigmoidf1.train",
+            "-m",
+            "hydra/launcher=slurm",
+            *LAYOUT,
+            "loss=sigmoid_f1,bce",
+            *SIZE,
+            # the local cluster's nodes: no GPUs, and what one of its CPUs can hold
+            "hydra.launcher.gpus_per_node=null",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.mem_gb=1",
+            "+callbacks.wait._target_=tests.helpers.WaitForSignalAtStep",
+            f"+callbacks.wait.step={SIGNAL_STEP}",
+            f"+callbacks.wait.marker={workdir}/marker-${{hydra:job.num}}",
+        ],
         cwd=workdir,
         env=env,
-        timeout=JOB_TIMEOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while not all((workdir / f"marker-{n}").exists() for n in (0, 1)):
+            assert sweep_command.poll() is None, sweep_command.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "the jobs did not reach the signal step"
+            time.sleep(0.5)
+        array = next((workdir / "logs" / "train" / "multiruns").glob("*/.submitit/*_0")).name
+        subprocess.run(["scancel", "--signal=USR1", array.split("_")[0]], env=env, check=True)
+        output = sweep_command.communicate(timeout=JOB_TIMEOUT)[0]
+    finally:
+        if sweep_command.poll() is None:
+            sweep_command.kill()
+    assert sweep_command.returncode == 0, output[-4000:]
+
     sweeps = list((workdir / "logs" / "train" / "multiruns").iterdir())
-    assert len(sweeps) == 1, result.stderr[-3000:]
+    assert len(sweeps) == 1
     sweep = sweeps[0]
     assert (sweep / "multirun.yaml").is_file()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -281,15 +308,16 @@ def test_a_submitit_sweep_runs_each_job_on_two_nodes(slurm_conf, reference, work
     for job, loss in zip(jobs, ("sigmoid_f1", "bce"), strict=True):
         assert f"loss={loss}" in (job / ".hydra" / "overrides.yaml").read_text()
         assert set(read_json(job / "test_metrics.json")) >= DESIGN_TEST_METRICS
+        assert "restarted (1): continuing from" in (job / "train.log").read_text()
     assert_same_test_metrics(jobs[0], reference)
 
-    # each job was a SLURM array task of 2 nodes x 1 task, and completed
+    # each job was a SLURM array task of 2 nodes x 1 task, requeued once, and completed
     folders = (sweep / ".submitit").iterdir()
     submitted = sorted(p.name for p in folders if p.is_dir() and "_" in p.name)  # <array>_<task>
     assert len(submitted) == 2
     for array_task in submitted:
         record = wait_for_job(array_task, env)  # the results come before the job has ended
-        assert record["JobState"] == "COMPLETED"
+        assert record["JobState"] == "COMPLETED" and record["Restarts"] == "1"
         assert record["NumNodes"] == "2" and record["NumTasks"] == "2"
         for rank in (0, 1):  # one result per task: both processes ran the job
             assert (sweep / ".submitit" / array_task / f"{array_task}_{rank}_result.pkl").is_file()

@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import DESIGN_TEST_METRICS, REPO_ROOT, once_per_session, read_json, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one worker: one cluster
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker: one cluster
 
 CLUSTER = REPO_ROOT / "scripts" / "slurm_local.sh"
 SBATCH_CPU = REPO_ROOT / "scripts" / "sbatch_cpu.sh"
@@ -34,6 +34,7 @@ SIZE = ["trainer.max_epochs=2", "data.batch_size=64"]  # 25 batches an epoch on 
 LAYOUT = ["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"]  # 2 nodes x 1 process
 JOB_TIMEOUT = 600  # seconds a job may take, its queueing and requeue included
 SIGNAL_STEP = 10  # where the preempted job is signalled (epoch 0 of 25 batches)
+DOCS = REPO_ROOT / "docs" / "cluster.md"
 
 
 def cluster_unavailable() -> str | None:
@@ -151,7 +152,15 @@ def reference(tmp_path_factory) -> Path:
     )
 
 
+# --- the documentation ---------------------------------------------------------------------
+@pytest.mark.parametrize("script", ["sbatch_cpu.sh", "sbatch_gpu.sh"])
+def test_the_docs_show_the_batch_scripts_verbatim(script):
+    text = (REPO_ROOT / "scripts" / script).read_text()
+    assert f"```text\n{text}```" in DOCS.read_text(), f"docs/cluster.md is out of date: {script}"
+
+
 # --- the cluster script -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_cluster_script_is_idempotent_and_stops_everything(slurm_conf):
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     again = cluster("start")
@@ -176,6 +185,7 @@ def test_the_cluster_script_is_idempotent_and_stops_everything(slurm_conf):
 
 
 # --- sbatch ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_cpu_batch_script_trains_on_two_nodes_like_ddp_cpu_on_one(
     slurm_conf, reference, workdir
 ):
@@ -198,6 +208,7 @@ def test_the_cpu_batch_script_trains_on_two_nodes_like_ddp_cpu_on_one(
 
 
 # --- preemption and requeue ------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_preempted_job_saves_is_requeued_and_resumes_into_the_same_run(
     slurm_conf, reference, workdir
 ):
@@ -254,6 +265,7 @@ def test_a_preempted_job_saves_is_requeued_and_resumes_into_the_same_run(
 
 
 # --- submitit ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_submitit_sweep_runs_each_job_on_two_nodes_and_survives_preemption(
     slurm_conf, reference, workdir
 ):
@@ -330,6 +342,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_on_two_nodes_trains_like_ddp_cpu_on_one(reference, workdir):
     """Two torchrun launchers (node ranks 0 and 1) over loopback, as docs/cluster.md shows them."""
     if shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None:

@@ -145,3 +145,26 @@ def test_on_a_terminal_the_log_stays_silent(monkeypatch, caplog):
 
 def test_durations_read_naturally():
     assert [format_seconds(s) for s in (4.25, 725, 11_050)] == ["4.2 s", "12 min 5 s", "3 h 04 min"]
+
+
+def test_an_epoch_resumed_in_its_middle_counts_from_the_restart(monkeypatch, caplog):
+    """Lightning calls no on_train_epoch_start for an epoch resumed in its middle."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(progress, "draws_live", lambda: False)
+    caplog.set_level("INFO")
+    now = [5000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    trainer = SimpleNamespace(
+        current_epoch=15,
+        max_epochs=40,
+        is_global_zero=True,
+        callback_metrics={"train/loss_epoch": torch.tensor(0.25)},
+    )
+    callback = ProgressLog(metrics=["train/loss"])
+    callback.setup(trainer, None, "fit")
+    callback.on_train_start(trainer, None)
+    now[0] += 3.0
+    callback.on_train_epoch_end(trainer, None)
+    callback.on_train_end(trainer, None)
+    assert epoch_lines(caplog) == ["epoch 15/39: train/loss 0.2500 (3.0 s; 3.0 s in all)"]

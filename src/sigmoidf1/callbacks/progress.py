@@ -177,7 +177,8 @@ class ProgressLog(L.Callback):
         self._active = self.always or not draws_live()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_started = time.monotonic()
+        # an epoch resumed in its middle gets no on_train_epoch_start: it counts from here
+        self._fit_started = self._epoch_started = self._last_line = time.monotonic()
         self._pending = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

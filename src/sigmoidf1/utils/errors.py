@@ -231,6 +231,8 @@ def report_errors() -> Iterator[None]:
             )
         else:
             message = f"stopped by {name}" + (f"; resume with ckpt_path={saved}" if saved else "")
+            if saved and os.environ.get("SLURM_JOB_ID"):
+                message += " (a requeued SLURM job continues from it by itself)"
         if _process_rank() == 0:  # the other processes of a distributed run exit silently
             print_error(message)
         sys.exit(EXIT_SIGINT if name == "SIGINT" else EXIT_SIGTERM)

@@ -127,3 +127,22 @@ def test_outside_slurm_the_requeue_signal_is_left_alone(tmp_path, monkeypatch):
     callback = InterruptCheckpoint(dirpath=str(tmp_path))
     callback.setup(SimpleNamespace(), None, "fit")
     assert signal.getsignal(signal.SIGUSR1) == previous
+
+
+def test_the_requeue_signal_during_the_test_is_only_noted(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(interrupt_module, "in_slurm_job", lambda: True)
+    monkeypatch.setattr(interrupt_module, "job_id", lambda: "42")
+    previous = signal.getsignal(signal.SIGUSR1)
+    callback = InterruptCheckpoint(dirpath=str(tmp_path))
+    trainer = SimpleNamespace(is_global_zero=True)
+    callback.setup(trainer, None, "test")
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while "during test: not acted upon" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "during test: not acted upon" in caplog.text
+        assert callback._requeue_asked is False
+    finally:
+        callback.teardown(trainer, None, "test")
+    assert signal.getsignal(signal.SIGUSR1) == previous

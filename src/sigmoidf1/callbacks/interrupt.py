@@ -89,6 +89,7 @@ class InterruptCheckpoint(L.Callback):
         self._previous_requeue_handler: Any = None
         self._requeue_installed = False
         self._requeue_asked = False  # set by the signal handler, acted upon at a batch end
+        self._stage = ""  # the trainer stage the handler was installed for
 
     @property
     def ckpt_path(self) -> str:
@@ -103,6 +104,7 @@ class InterruptCheckpoint(L.Callback):
             and in_slurm_job()
         ):
             self._requeue_asked = False
+            self._stage = stage
             self._previous_requeue_handler = signal.signal(
                 getattr(signal, self.requeue_signal), self._on_requeue_signal
             )
@@ -116,7 +118,12 @@ class InterruptCheckpoint(L.Callback):
     # --- SLURM's requeue signal -----------------------------------------------------------------
     def _on_requeue_signal(self, signum: int, frame: Any) -> None:
         # no collective here: the processes agree at the next batch end (on_train_batch_end)
-        if not self._requeue_asked:
+        if self._stage != "fit":
+            log.warning(
+                f"{self.requeue_signal} (SLURM job {job_id()}) during {self._stage}: not acted "
+                "upon (only training is stopped and requeued)"
+            )
+        elif not self._requeue_asked:
             self._requeue_asked = True
             log.warning(
                 f"{self.requeue_signal} (SLURM job {job_id()}): stopping after the current batch, "

@@ -20,10 +20,12 @@ from sigmoidf1.data import YeastDataModule
 
 
 class WaitForSignalAtStep(L.Callback):
-    """At global step ``step``, write ``marker`` and wait (up to ``timeout`` s) for SIGTERM/SIGINT.
+    """At global step ``step``, write ``marker`` and wait (up to ``timeout`` s) for SIGTERM/SIGINT,
+    or for SLURM's requeue signal (which ``InterruptCheckpoint`` notes in ``_requeue_asked``).
 
     Makes the interruption tests deterministic: the signal always arrives in the middle of an
-    epoch, at a known step, however slow the machine is.
+    epoch, at a known step, however slow the machine is. Under DDP every process waits, and the
+    stop that the processes agree on comes at the next batch end.
     """
 
     def __init__(self, step: int, marker: str, timeout: float = 120.0) -> None:
@@ -36,8 +38,14 @@ class WaitForSignalAtStep(L.Callback):
             return
         self.marker.write_text(str(trainer.global_step))
         deadline = time.monotonic() + self.timeout
-        while not trainer.received_sigterm and time.monotonic() < deadline:
+        while not _signalled(trainer) and time.monotonic() < deadline:
             time.sleep(0.05)  # signal handlers run in the main thread between these sleeps
+
+
+def _signalled(trainer: L.Trainer) -> bool:
+    return trainer.received_sigterm or any(
+        getattr(callback, "_requeue_asked", False) for callback in trainer.callbacks
+    )
 
 
 class CrashAtStep(L.Callback):

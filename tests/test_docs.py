@@ -39,10 +39,12 @@ MARK = re.compile(r"<!--\s*not run here:\s*(.+?)\s*-->")
 TRAIN_SIZE = ["trainer.max_epochs=1"]
 RESUME_SIZE = ["trainer.max_epochs=2"]
 SEARCH_SIZE = ["hydra.sweeper.n_trials=2"]
+BATCH_SIZE = ["trainer.max_epochs=10"]  # a batch job lives long enough to be signalled
+BATCH_SCRIPT = "scripts/sbatch_cpu.sh"  # its arguments go to the training command
 # `make test` (and its tiers) is what runs this harness, and .ci/run runs each of them itself: the
 # lines the harness leaves to CI, and says so in its output
 THE_SUITES = ("make test",)
-TIMEOUT = 900  # seconds per block
+TIMEOUT = 1800  # seconds per page
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def size_overrides(command: str) -> list[str]:
     words = shlex.split(command, comments=True) if command.strip() else []
     if not words:
         return []
-    if words[0] == "sigmoidf1-train":
+    if words[0] == "sigmoidf1-train" or "sigmoidf1.train" in words:
         if any(w.startswith("ckpt_path=") for w in words):
             return RESUME_SIZE
         searches = any(w.startswith("hparams_search=") for w in words)
@@ -112,6 +114,9 @@ def with_sizes(script: str) -> str:
     for line in logical_lines(script):
         if line.strip().startswith(THE_SUITES):
             lines.append(f"echo 'left to .ci/run, which runs it: {line.strip()}'")
+            continue
+        if BATCH_SCRIPT in line:  # also inside $(...): the sizes go right after the script
+            lines.append(line.replace(BATCH_SCRIPT, f"{BATCH_SCRIPT} {' '.join(BATCH_SIZE)}"))
             continue
         overrides = size_overrides(line)
         if overrides:
@@ -175,8 +180,15 @@ def test_the_marked_blocks_say_why():
         assert len(block.mark) > 10, f"{block.name}: say why it cannot run here"
 
 
-def run(block: Block, clone: Path) -> None:
-    script = with_sizes(block.text)
+def run_page(page: str, clone: Path) -> None:
+    """The page's blocks, in order, in one shell (what one block exports, the next one sees, as in
+    a reader's terminal); a line before each block names it in the output."""
+    parts = [
+        f"echo '### {block.name}'\n{with_sizes(block.text)}"
+        for block in SHELL
+        if block.page == page and not block.mark
+    ]
+    script = "\n".join(parts)
     result = subprocess.run(
         ["bash", "-e", "-c", script],
         cwd=clone,
@@ -185,21 +197,34 @@ def run(block: Block, clone: Path) -> None:
         text=True,
         timeout=TIMEOUT,
     )
+    blocks_run = re.findall(r"^### (\S+)$", result.stdout, re.M)
     assert result.returncode == 0, (
-        f"{block.name} exited {result.returncode}\n--- ran\n{script}\n--- stdout\n"
-        f"{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
+        f"{blocks_run[-1] if blocks_run else page} exited {result.returncode}\n--- ran\n{script}"
+        f"\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
     )
 
 
+def cluster_unavailable() -> str | None:
+    """Why the local SLURM cluster of docs/cluster.md cannot run here (None when it can)."""
+    missing = [tool for tool in ("slurmctld", "slurmd", "munged") if not shutil.which(tool)]
+    if missing:
+        return f"SLURM is not installed ({', '.join(missing)}): apt-get install slurm-wlm munge"
+    if os.geteuid() != 0:
+        return "the local SLURM cluster (scripts/slurm_local.sh) runs its daemons as root"
+    return None
+
+
 RUNNABLE = [page for page in PAGES if any(b.page == page and not b.mark for b in SHELL)]
+# the cluster page shares the local cluster with tests/test_cluster.py: one worker runs both
+GROUP = {"docs/cluster.md": "slurm"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "page", [pytest.param(page, marks=pytest.mark.xdist_group(page)) for page in RUNNABLE]
+    "page",
+    [pytest.param(p, marks=pytest.mark.xdist_group(GROUP.get(p, p))) for p in RUNNABLE],
 )
 def test_the_page_runs_as_written(page, tmp_path):
-    clone = fresh_copy(tmp_path / "clone")
-    for block in SHELL:
-        if block.page == page and not block.mark:
-            run(block, clone)
+    if page == "docs/cluster.md" and cluster_unavailable():
+        pytest.skip(f"{page}: {cluster_unavailable()}")
+    run_page(page, fresh_copy(tmp_path / "clone"))

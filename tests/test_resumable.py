@@ -13,7 +13,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from sigmoidf1.callbacks import InterruptCheckpoint, ModelCheckpoint
-from sigmoidf1.data.resumable import EpochShuffleSampler, ResumableDataLoader
+from sigmoidf1.data.resumable import (
+    EpochShuffleDistributedSampler,
+    EpochShuffleSampler,
+    ResumableDataLoader,
+)
 
 DATA = TensorDataset(torch.arange(100).float().unsqueeze(1))
 
@@ -76,6 +80,36 @@ def test_a_different_seed_is_refused_and_no_seed_adopts_the_checkpoints():
     unseeded = ResumableDataLoader(DATA, batch_size=8, seed=None)
     unseeded.load_state_dict(state)
     assert unseeded.seed == 1 and unseeded.sampler.seed == 1
+
+
+def test_ranks_share_the_single_process_order_global_batch_by_global_batch():
+    """Under DDP each of W ranks takes every W-th index of the one-process permutation: the ranks'
+    j-th batches together are the j-th batch of one process (same seed, global batch W * b)."""
+    single = batches(ResumableDataLoader(DATA, batch_size=10, seed=5), epoch=1)
+    per_rank = []
+    for rank in range(2):
+        sampler = EpochShuffleDistributedSampler(DATA, num_replicas=2, rank=rank, seed=5)
+        loader = ResumableDataLoader(DATA, batch_size=5, seed=5, sampler=sampler)
+        per_rank.append(batches(loader, epoch=1))
+    assert len(per_rank[0]) == len(per_rank[1]) == len(single)
+    for j, global_batch in enumerate(single):
+        assert sorted(per_rank[0][j] + per_rank[1][j]) == sorted(global_batch)
+
+
+def test_ranks_pad_to_the_same_length_and_resume_mid_epoch():
+    data = TensorDataset(torch.arange(11).float().unsqueeze(1))  # 11 examples on 3 ranks: 1 padded
+    shares = [list(EpochShuffleDistributedSampler(data, 3, rank, seed=0)) for rank in range(3)]
+    assert [len(share) for share in shares] == [4, 4, 4]
+    assert sorted(set(sum(shares, []))) == list(range(11))
+
+    sampler = EpochShuffleDistributedSampler(DATA, num_replicas=2, rank=1, seed=2)
+    loader = ResumableDataLoader(DATA, batch_size=4, seed=2, sampler=sampler)
+    full = batches(loader, epoch=3)
+    batches(loader, epoch=3, count=6)
+    fresh_sampler = EpochShuffleDistributedSampler(DATA, num_replicas=2, rank=1, seed=2)
+    fresh = ResumableDataLoader(DATA, batch_size=4, seed=2, sampler=fresh_sampler)
+    fresh.load_state_dict(loader.state_dict())
+    assert batches(fresh, epoch=3) == full[6:]
 
 
 def fitting_trainer() -> SimpleNamespace:

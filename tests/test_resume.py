@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -205,3 +206,23 @@ def test_a_crash_in_the_middle_of_a_step_leaves_a_checkpoint_that_resumes(workdi
     assert set(read_json(resumed / "test_metrics.json")) == set(
         read_json(uninterrupted / "test_metrics.json")
     )
+
+
+def test_a_restarted_slurm_job_continues_in_its_own_run_directory(workdir, uninterrupted):
+    """A requeued job runs its command again (same run directory, named after the job id) with
+    SLURM_RESTART_COUNT set: it continues from the directory's newest checkpoint by itself, and
+    its metrics.csv keeps the rows logged before the restart (test_cluster.py does it on SLURM)."""
+    run_dir = workdir / "logs" / "train" / "runs" / "123"
+    run_cli("train", *SIGNAL_RUN, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", cwd=workdir)
+    restart = {"SLURM_JOB_ID": "123", "SLURM_RESTART_COUNT": "1"}
+    result = run_cli("train", *SIGNAL_RUN, f"hydra.run.dir={run_dir}", cwd=workdir, env=restart)
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    log = result.stdout + result.stderr
+    assert f"SLURM job 123 restarted (1): continuing from {last}" in log
+    assert read_json(run_dir / "test_metrics.json") == read_json(
+        uninterrupted / "test_metrics.json"
+    )
+    assert_same_training_state(uninterrupted, run_dir)
+    with open(run_dir / "metrics.csv") as got, open(uninterrupted / "metrics.csv") as expected:
+        assert list(csv.DictReader(got)) == list(csv.DictReader(expected))

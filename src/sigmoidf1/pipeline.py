@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,6 +42,7 @@ from sigmoidf1.utils.instantiate import instantiate_dict
 from sigmoidf1.utils.logging import get_logger
 from sigmoidf1.utils.results import print_metrics_table, scalar_metrics, write_json
 from sigmoidf1.utils.secrets import scrub
+from sigmoidf1.utils.slurm import with_requeue_resume
 from sigmoidf1.utils.wandb_run import finish_wandb, wandb_callbacks, with_wandb_run
 
 log = get_logger(__name__)
@@ -88,6 +91,33 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     metric, mode = cfg.get("optimized_metric"), cfg.get("optimized_mode", "max")
     callbacks += wandb_callbacks(loggers, metric, mode)
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def keep_csv_metrics(loggers: list[Any], up_to_step: int) -> None:
+    """Keep the training rows of the run directory's ``metrics.csv`` up to ``up_to_step`` when a
+    run continues in its own directory (a requeued SLURM job): Lightning's ``CSVLogger`` deletes
+    the file when it starts, so they are handed to its writer, which writes them back first.
+    Rows of an earlier test stage (``test*`` metrics) go: the continued run tests anew."""
+    if rank_zero_only.rank != 0:
+        return
+    for logger in loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is None or not path.is_file():
+            continue
+        with open(path, newline="") as handle:
+            rows = [
+                {key: value for key, value in row.items() if value not in ("", None)}
+                for row in csv.DictReader(handle)
+            ]
+        kept = [
+            row
+            for row in rows
+            if float(row.get("step", "inf")) <= up_to_step
+            and not any(key.startswith("test") for key in row)
+        ]
+        writer = logger.experiment  # removes the file; the rows go back in at its first save
+        writer.metrics = kept + writer.metrics
+        log.info(f"Continuing {path} ({len(kept)} rows up to step {up_to_step} kept)")
 
 
 def set_matmul_precision(precision: str | None) -> None:
@@ -179,6 +209,7 @@ def check_resume(checkpoint: dict[str, Any], cfg: DictConfig, ckpt_path: str) ->
 
 
 @one_job_per_launch
+@with_requeue_resume  # a requeued SLURM job continues from its run directory's checkpoint
 @with_wandb_run  # W&B: offline fallback, resume id, wandb.finish() (utils/wandb_run.py)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return the validation and test metrics.
@@ -202,6 +233,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule = setup_datamodule(cfg.data)
         model = build_model(cfg, datamodule)
         trainer = build_trainer(cfg)
+    if ckpt_path and output_dir.resolve() in Path(ckpt_path).resolve().parents:
+        keep_csv_metrics(trainer.loggers, resumed.get("global_step") or 0)  # continues in place
     for logger in trainer.loggers:
         logger.log_hyperparams(model.hparams.run_config)
 

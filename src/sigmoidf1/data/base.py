@@ -41,9 +41,9 @@ float tensor of 0/1 per label, ``label_names`` (a list of str, one per target co
 lists, dicts), and ``state_dict()`` extends the base class's. Override ``collate_fn`` when items
 need more than stacking, and ``predict_dataset`` for ``sigmoidf1-predict``.
 
-On one process the training loader is a ``ResumableDataLoader``: its order depends only on
-``(seed, epoch)`` and a run resumed from a mid-epoch checkpoint skips the batches it already
-trained on.
+The training loader is a ``ResumableDataLoader``: its order depends only on ``(seed, epoch)``
+(under DDP each process takes its share of the same order) and a run resumed from a mid-epoch
+checkpoint skips the batches it already trained on, on one process or several.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sigmoidf1.data.resumable import ResumableDataLoader
+from sigmoidf1.data.resumable import EpochShuffleDistributedSampler, ResumableDataLoader
 from sigmoidf1.data.samplers import UnrepeatedDistributedSampler, check_even_batches
 from sigmoidf1.utils.errors import ConfigError, DataError
 
@@ -226,14 +226,22 @@ class MultilabelDataModule(L.LightningDataModule):
             # the loader's own generator: iterating never consumes the global random state
             "generator": torch.Generator().manual_seed(self.seed or 0),
         }
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        if shuffle and world_size == 1:
+        if shuffle:
+            distributed = self.trainer.distributed_sampler_kwargs if self.trainer else None
+            if distributed and distributed["num_replicas"] > 1:
+                # the same order on every rank: a missing seed is 0 there (Lightning's default)
+                seed = self.seed if self.seed is not None else 0
+                kwargs["sampler"] = EpochShuffleDistributedSampler(
+                    dataset, distributed["num_replicas"], distributed["rank"], seed
+                )
+                return ResumableDataLoader(
+                    dataset, seed=seed, position=self._batches_done, **kwargs
+                )
             return ResumableDataLoader(
                 dataset, seed=self.seed, position=self._batches_done, **kwargs
             )
-        # under DDP Lightning swaps in its DistributedSampler (shuffled by seed and epoch) for
-        # training; evaluation splits get the unpadded sampler
-        return DataLoader(dataset, shuffle=shuffle, sampler=sampler, **kwargs)
+        # evaluation splits: under DDP the unpadded sampler, else the dataset's order
+        return DataLoader(dataset, shuffle=False, sampler=sampler, **kwargs)
 
     def _pin_memory(self) -> bool:
         """Page-locked batches speed up copies to a GPU; on a CPU-only machine they only cost."""

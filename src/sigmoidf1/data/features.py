@@ -279,7 +279,8 @@ def _tensors(value: Any) -> Iterator[Tensor]:
 
 
 def _progress(loader: DataLoader, total: int, description: str) -> Iterator[Any]:
-    """Batches of ``loader`` with a progress bar on a terminal (counted in examples)."""
+    """Batches of ``loader`` with a progress bar on a terminal (counted in examples), elsewhere a
+    log line a minute."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -299,8 +300,16 @@ def _progress(loader: DataLoader, total: int, description: str) -> Iterator[Any]
         transient=True,
         disable=not console.is_terminal,
     )
+    started = last_line = time.monotonic()
+    done = 0
     with progress:
         task = progress.add_task(description, total=total)
         for batch in loader:
             yield batch
-            progress.advance(task, next(_tensors(batch)).shape[0])
+            count = next(_tensors(batch)).shape[0]
+            done += count
+            progress.advance(task, count)
+            # no bar without a terminal (SLURM, nohup, a pipe): a log line every minute instead
+            if not console.is_terminal and time.monotonic() - last_line >= 60:
+                last_line = time.monotonic()
+                log.info(f"{description}: {done}/{total} examples, {last_line - started:.0f} s")

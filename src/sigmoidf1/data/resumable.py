@@ -11,17 +11,21 @@ Lightning's sense (``state_dict``/``load_state_dict``: the seed, the epoch and i
 tells Lightning that mid-epoch resumption is supported. Together with the restored random states
 (``RestoreRandomState``) a run resumed from a checkpoint continues exactly as if it had not stopped.
 
-Under a distributed strategy Lightning replaces the sampler with its ``DistributedSampler`` (also
-seeded by epoch); the base DataModule then uses a plain shuffled ``DataLoader`` instead.
+Under a distributed strategy the sampler is ``EpochShuffleDistributedSampler``: the same permutation
+on every process, rank ``r`` of ``W`` taking positions ``r, r + W, ...`` (padded like torch's
+``DistributedSampler``, of which it is a subclass so that Lightning keeps it rather than injecting
+its own). Global batch ``j`` (the ranks' ``j``-th batches together) is then the ``j``-th batch of
+one process with the same seed, and a mid-epoch resume skips the batches done on every rank.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from sigmoidf1.utils.errors import ConfigError
 
@@ -59,6 +63,27 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_examples
+
+
+class EpochShuffleDistributedSampler(DistributedSampler):
+    """Rank ``rank``'s share of ``EpochShuffleSampler``'s permutation for ``(seed, epoch)``:
+    positions ``rank, rank + num_replicas, ...`` of it, padded at the end with its first indices to
+    a multiple of ``num_replicas`` (as torch's ``DistributedSampler``: every rank runs the same
+    number of steps). ``start`` skips that many of this rank's next indices (mid-epoch resume).
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        padding = self.total_size - len(order)
+        order += (order * math.ceil(padding / len(order)))[:padding] if padding > 0 else []
+        share = order[self.rank : self.total_size : self.num_replicas][self.start :]
+        self.start = 0
+        yield from share
 
 
 class ResumableDataLoader(DataLoader):
@@ -106,10 +131,10 @@ class ResumableDataLoader(DataLoader):
         elif self._resume is not None and self._resume["epoch"] == epoch:
             skip = self._resume["batches"]
         self._resume = None
-        if isinstance(
-            sampler, EpochShuffleSampler
-        ):  # Lightning may have swapped it (overfit_batches)
-            sampler.start = skip * self.batch_size
+        if isinstance(sampler, (EpochShuffleSampler, EpochShuffleDistributedSampler)):
+            sampler.start = (
+                skip * self.batch_size
+            )  # Lightning may have swapped it (overfit_batches)
         else:
             skip = 0
         if self.generator is not None:
@@ -130,7 +155,7 @@ class ResumableDataLoader(DataLoader):
         stored_seed = int(state.get("seed", self.seed))
         if not self._seed_given:
             self.seed = stored_seed
-            if isinstance(self.sampler, EpochShuffleSampler):
+            if isinstance(self.sampler, (EpochShuffleSampler, EpochShuffleDistributedSampler)):
                 self.sampler.seed = stored_seed
         elif stored_seed != self.seed:
             raise ConfigError(

@@ -30,6 +30,9 @@ _HARMLESS_WARNINGS = (
     # has already filled (.hydra/, the log): nothing is deleted, whatever the warning says
     r".*Experiment logs directory.*exists and is not empty.*",
     r".*isinstance\(treespec, LeafSpec\).*is deprecated.*",
+    # on any machine with SLURM's tools installed, every run outside a job (a laptop-style run, a
+    # login node, torchrun) is told to use srun: runs inside SLURM jobs do use it
+    r".*The `srun` command is available on your system but is not used.*",
 )
 
 

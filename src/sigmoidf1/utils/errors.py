@@ -57,6 +57,12 @@ def _loaded(module: str, name: str) -> type[BaseException] | None:
     return getattr(loaded, name, None) if loaded is not None else None
 
 
+def _process_rank() -> int:
+    """This process's rank in a distributed run as Lightning knows it (0 without Lightning)."""
+    rank_zero_only = _loaded("lightning.pytorch.utilities", "rank_zero_only")
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
 def _misconfiguration() -> tuple[type[BaseException], ...]:
     found = _loaded("lightning.fabric.utilities.exceptions", "MisconfigurationException")
     return (found,) if found is not None else ()
@@ -216,11 +222,21 @@ def report_errors() -> Iterator[None]:
         sigterm = _loaded("lightning.pytorch.utilities.exceptions", "SIGTERMException")
         if sigterm is None or not isinstance(exit_, sigterm):
             raise
-        from sigmoidf1.utils.interruption import last_signal, saved_checkpoint
+        from sigmoidf1.utils.interruption import last_signal, requeued_job, saved_checkpoint
 
         name = last_signal() or "SIGTERM"
         saved = saved_checkpoint()
-        print_error(f"stopped by {name}" + (f"; resume with ckpt_path={saved}" if saved else ""))
+        if saved and requeued_job():
+            message = (
+                f"stopped by {name}; SLURM job {requeued_job()} is requeued and continues from "
+                f"{saved} when it restarts"
+            )
+        else:
+            message = f"stopped by {name}" + (f"; resume with ckpt_path={saved}" if saved else "")
+            if saved and os.environ.get("SLURM_JOB_ID"):
+                message += " (a requeued SLURM job continues from it by itself)"
+        if _process_rank() == 0:  # the other processes of a distributed run exit silently
+            print_error(message)
         sys.exit(EXIT_SIGINT if name == "SIGINT" else EXIT_SIGTERM)
     except KeyboardInterrupt:
         print_error("interrupted (Ctrl-C)")

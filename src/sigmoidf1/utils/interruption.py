@@ -3,7 +3,7 @@ the error reporting that tells the user (which must not import the callbacks lay
 
 from __future__ import annotations
 
-_state: dict[str, str | None] = {"signal": None, "checkpoint": None}
+_state: dict[str, str | None] = {"signal": None, "checkpoint": None, "requeue": None}
 
 
 def record_signal(name: str) -> None:
@@ -16,8 +16,19 @@ def record_checkpoint(path: str) -> None:
     _state["checkpoint"] = path
 
 
+def record_requeue(job: str) -> None:
+    """Remember that SLURM job ``job`` is requeued on the way out (it continues by itself)."""
+    _state["requeue"] = job
+
+
+def requeued_job() -> str | None:
+    """The SLURM job requeued by this process's stop, if any."""
+    return _state["requeue"]
+
+
 def last_signal() -> str | None:
-    """``"SIGINT"`` after a graceful Ctrl-C, else ``None`` (SIGTERM is Lightning's own)."""
+    """``"SIGINT"`` after a graceful Ctrl-C, SLURM's requeue signal (``"SIGUSR1"``) after a stop
+    for requeueing, else ``None`` (SIGTERM is Lightning's own)."""
     return _state["signal"]
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from sigmoidf1.baseline import BASELINE_KEY
 from sigmoidf1.data.download import file_integrity
-from tests.conftest import read_json, run_cli, run_dir_from_output
+from tests.conftest import DESIGN_TEST_METRICS, read_json, run_cli, run_dir_from_output
 from tests.data_fixtures import (
     image_rows,
     text_rows,
@@ -152,3 +152,18 @@ def test_default_run_prints_no_noise(yeast_default):
     for line in ("Instantiating data", "Starting training", "Test metrics", "Run directory:"):
         assert output.count(line) == 1, line
     assert "Trainable params" in output  # the model summary is still there, without FLOPs
+
+
+def test_ddp_cpu_default_run_one_directory_test_metrics_and_rank_zero_alone_speaks(tmp_path):
+    """``sigmoidf1-train trainer=ddp_cpu`` with every default: 2 processes, one run directory with
+    its test metrics, a model that learns, and nothing printed by rank 1."""
+    result = run_cli("train", "trainer=ddp_cpu", cwd=tmp_path, env=USER_ENV)
+    run_dir = run_dir_from_output(result)
+    assert [p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir()] == [run_dir.name]
+    assert set(read_json(run_dir / "test_metrics.json")) >= DESIGN_TEST_METRICS
+    assert_beats_the_baseline("yeast, trainer=ddp_cpu", run_dir)
+    output = result.stdout + result.stderr
+    assert not noise_lines(output), noise_lines(output)
+    assert "GLOBAL_RANK: 1" not in output  # rank 1's console shows warnings and errors only
+    for line in ("Instantiating data", "Starting training", "Test metrics", "Run directory:"):
+        assert output.count(line) == 1, line

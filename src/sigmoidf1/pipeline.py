@@ -157,9 +157,25 @@ def discard_run_dir_if_refused(output_dir: Path) -> Iterator[None]:
         raise
 
 
+def is_fsdp(strategy: Any) -> bool:
+    """Whether a trainer.strategy config (a name or a ``_target_`` mapping) is FSDP."""
+    if isinstance(strategy, str):
+        return strategy.startswith("fsdp")
+    return strategy is not None and "FSDPStrategy" in str(strategy.get("_target_", ""))
+
+
 def check_strategy(cfg: DictConfig) -> None:
-    """Refuse, before anything runs, a combination known to fail after a whole fit."""
+    """Refuse, before anything runs (data included), a combination known to fail: FSDP without a
+    GPU, and one that would fail after a whole fit."""
     strategy = cfg.trainer.get("strategy")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if is_fsdp(strategy) and (accelerator == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(
+            f"trainer=fsdp needs CUDA GPUs: Lightning 2.6 refuses FSDP on a CPU accelerator, and "
+            f"this run has accelerator={accelerator}"
+            + ("" if torch.cuda.is_available() else " on a machine without a CUDA GPU")
+            + ". On CPUs, distribute with trainer=ddp_cpu"
+        )
     loggers = [
         str(entry.get("_target_", "")) for entry in (cfg.get("logger") or {}).values() if entry
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from torch import Tensor, nn
 
 from sigmoidf1.callbacks.report import FIGURE_FILES
@@ -186,3 +187,20 @@ class UnexportableBackbone(nn.Module):
         if hidden.mean() > 0:
             return hidden
         return -hidden
+
+
+class SeededEncoder(nn.Module):
+    """A stand-in for a pretrained image encoder: a small ``CNN`` whose weights come from a fixed
+    seed, so that every build gives the same network (as loading a weights file does)."""
+
+    def __init__(self, in_channels: int, seed: int = 0) -> None:
+        super().__init__()
+        from sigmoidf1.backbones import CNN
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.network = CNN(in_channels, channels=(8, 16))
+        self.out_features = self.network.out_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network(images)

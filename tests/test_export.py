@@ -30,6 +30,7 @@ from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.errors import UserError
 from tests.conftest import QUIET, REPO_ROOT, once_per_session, run_cli, train_text_model
 from tests.data_fixtures import (
+    image_rows,
     text_rows,
     tiny_bert_fixture,  # noqa: F401  (fixture `tiny_bert`)
     write_text_file,
@@ -358,3 +359,60 @@ def test_unexportable_backbone_gets_one_line_and_what_to_change(workdir):
         assert "Traceback" not in result.stdout + result.stderr
         assert not checkpoint.with_suffix(FORMATS[fmt]).exists()  # nothing half-written
     assert "helpers.py" in errors[0] or "format=exported_program" in errors[0]
+
+
+def train_frozen_image_run(root: Path, data: Path, encoder: str) -> Path:
+    run_cli(
+        "train",
+        *QUIET,
+        "data=csv_image",
+        f"data.path={data}",
+        "data.image_size=16",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "encoder=frozen",
+        f"+data.frozen_encoder.encoder={{{encoder}, _partial_: true}}",
+        f"hydra.run.dir={root}",
+        cwd=root.parent,
+        env=HELPERS_ENV,
+    )
+    return root / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_frozen_image_encoder_run_exports_images_in(workdir):
+    """csv_image on a frozen image encoder's features: the exported model takes images at the
+    training size and gives what sigmoidf1-predict gives for the same image files. An encoder
+    that is not the one of training (random weights, drawn anew at each build) is refused."""
+    needs_runtime("onnx")
+    data = write_text_file(workdir / "images.csv", image_rows(workdir, 30))
+    checkpoint = train_frozen_image_run(
+        workdir / "seeded", data, "_target_: tests.helpers.SeededEncoder"
+    )
+    export_cli(workdir, checkpoint, "format=onnx")
+    output = checkpoint.with_suffix(".onnx")
+    metadata = json.loads(metadata_path(output).read_text())
+    assert metadata["inputs"] == [
+        {"name": "images", "dtype": "float32", "shape": ["batch", 3, 16, 16]}
+    ]
+    assert metadata["frozen_encoder"]["target"] == "tests.helpers.SeededEncoder"
+
+    model, datamodule = load_trained(checkpoint)
+    dataset = datamodule.predict_dataset(str(data))  # the image files, preprocessed
+    expected = [reference(model, features) for features in datamodule.predict_loader(dataset, 7)]
+    run = load_exported(output, "onnx")
+    images = torch.utils.data.DataLoader(dataset, batch_size=7)
+    for batch, (expected_probabilities, expected_decisions) in zip(images, expected, strict=True):
+        probabilities, decisions = run(batch)
+        assert float(np.abs(probabilities - expected_probabilities).max()) <= TOLERANCE
+        assert np.array_equal(decisions, expected_decisions)
+
+    random = train_frozen_image_run(
+        workdir / "random", data, "_target_: sigmoidf1.backbones.CNN, channels: [8, 16]"
+    )
+    overrides = (f"ckpt_path={random}", "format=onnx")
+    result = run_cli("export", *overrides, cwd=workdir, check=False, env=HELPERS_ENV)
+    assert result.returncode == 1
+    assert "is not the one the model was trained on" in result.stderr
+    assert not random.with_suffix(".onnx").exists()

@@ -57,7 +57,7 @@ from sigmoidf1.data.features import FrozenEncoder, describe_factory
 from sigmoidf1.metrics import shift_to_threshold
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.config import apply_extras
-from sigmoidf1.utils.errors import ConfigError, UserError
+from sigmoidf1.utils.errors import ConfigError, DataError, UserError
 from sigmoidf1.utils.files import atomic_path, atomic_write_text
 from sigmoidf1.utils.logging import get_logger
 
@@ -400,7 +400,9 @@ def frozen_encoder_network(frozen: FrozenEncoder, datamodule: Any) -> nn.Module:
     """The frozen encoder of a checkpoint's data config, built for the data's raw inputs (the
     checkpoint holds the head only)."""
     try:
-        return frozen.build(dict(datamodule.backbone_inputs))
+        return datamodule.frozen_encoder_network()
+    except DataError:  # not the encoder of the training features
+        raise
     except (ImportError, OSError, ValueError, TypeError) as error:
         target = describe_factory(frozen.factory)["target"]
         raise UserError(

@@ -80,15 +80,15 @@ def check_loss_covers_labels(
         return
     counts = torch.as_tensor(train_label_counts)
     num_labels = int((counts > 0).sum())
-    if num_labels < len(counts):
-        log.warning(
-            f"{len(counts) - num_labels} of the {len(counts)} labels have no training example: "
-            "with loss.average=macro nothing moves their scores from where initialisation put "
-            "them (near 0.5, so they are predicted for many examples). Use loss.average=micro, or "
-            "drop the labels the training data lacks"
-        )
     coverage = batch_label_coverage(train_label_counts, train_size, batch_size)
     if coverage >= MIN_BATCH_COVERAGE:
+        if num_labels < len(counts):
+            log.warning(
+                f"{len(counts) - num_labels:,} of the {len(counts):,} labels have no training "
+                "example: with loss.average=macro nothing moves their scores from where "
+                "initialisation put them (near 0.5, so they are predicted for many examples). "
+                "Use loss.average=micro, or drop the labels the training data lacks"
+            )
         return
     name = loss.get("name", "this loss")
     raise ConfigError(

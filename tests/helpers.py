@@ -14,6 +14,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import torch
+from torch import Tensor, nn
 
 from sigmoidf1.callbacks.report import FIGURE_FILES
 from sigmoidf1.data import YeastDataModule
@@ -173,3 +175,40 @@ class NonFiniteInputsOnRank(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.global_rank == self.rank and trainer.global_step == self.step:
             batch[0].fill_(float("nan"))
+
+
+class UnexportableBackbone(nn.Module):
+    """A tabular backbone that trains but that ``torch.export`` cannot trace: ``fault="branch"``
+    takes a Python decision on a tensor's value, ``fault="size"`` reads the batch size as a Python
+    int (a trace fixes it to the example's)."""
+
+    def __init__(self, in_features: int, fault: str = "branch") -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 8)
+        self.fault = fault
+        self.out_features = 8
+
+    def forward(self, features: Tensor) -> Tensor:
+        hidden = self.linear(features)
+        if self.fault == "size":
+            return hidden.reshape(int(features.shape[0]), 8)
+        if hidden.mean() > 0:
+            return hidden
+        return -hidden
+
+
+class SeededEncoder(nn.Module):
+    """A stand-in for a pretrained image encoder: a small ``CNN`` whose weights come from a fixed
+    seed, so that every build gives the same network (as loading a weights file does)."""
+
+    def __init__(self, in_channels: int, seed: int = 0) -> None:
+        super().__init__()
+        from sigmoidf1.backbones import CNN
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.network = CNN(in_channels, channels=(8, 16))
+        self.out_features = self.network.out_features
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network(images)

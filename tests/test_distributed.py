@@ -331,3 +331,54 @@ def test_a_nan_on_one_process_stops_every_process_with_the_same_message(workdir)
     assert "non-finite training loss at global step 3 on at least one process" in output
     assert "Traceback" not in output
     assert not list((workdir / "logs").rglob("*.ckpt"))
+
+
+# --- FSDP on CPUs, resuming a DDP run ----------------------------------------------------------
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a CUDA GPU")
+@pytest.mark.parametrize("overrides", [(), ("trainer.accelerator=cpu", "trainer.precision=32")])
+def test_fsdp_without_gpus_is_refused_before_the_data_is_read(overrides, cli, workdir):
+    """Lightning 2.6 refuses FSDP on a CPU accelerator, but only once the data is set up and the
+    model built: the template says so before anything runs."""
+    result = cli("train", "trainer=fsdp", *overrides)
+    assert result.returncode == 2, result.stderr
+    assert "trainer=fsdp needs CUDA GPUs" in result.stderr
+    assert "On CPUs, distribute with trainer=ddp_cpu" in result.stderr
+    assert "Instantiating data" not in result.stdout + result.stderr
+    assert not list((workdir / "logs").rglob("train.log"))
+
+
+@pytest.mark.slow
+def test_a_ddp_run_resumes_from_last_ckpt_with_the_default_callbacks(workdir):
+    first = workdir / "first"
+    one_epoch = ("trainer=ddp_cpu", "trainer.max_epochs=1", f"hydra.run.dir={first}")
+    run_cli("train", *one_epoch, cwd=workdir)
+    last = first / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 0
+    steps = saved["global_step"]
+    assert steps > 0
+
+    resumed = workdir / "resumed"
+    result = run_cli(
+        "train",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        f"ckpt_path={last}",
+        f"hydra.run.dir={resumed}",
+        cwd=workdir,
+    )
+    output = result.stdout + result.stderr
+    assert output.count(f"Resuming training from {last}") == 1  # rank 0 alone says it
+    final = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["epoch"] == 1 and final["global_step"] == 2 * steps  # one more epoch, no more
+    scores = {}
+    for run in (first, resumed):
+        with open(run / "metrics.csv") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("val/f1_macro")]
+        scores |= {int(row["epoch"]): float(row["val/f1_macro"]) for row in rows}
+    assert sorted(scores) == [0, 1]  # the resumed run validated the second epoch only
+    assert set(read_json(resumed / "test_metrics.json")) >= DESIGN_TEST_METRICS
+    # the best-checkpoint record came along: the test used the better epoch of the two runs
+    best = max(scores, key=scores.get)
+    tested = [line for line in output.splitlines() if "] - Testing " in line]
+    assert len(tested) == 1 and tested[0].endswith(f"epoch_{best:03d}.ckpt"), (tested, scores)

@@ -8,6 +8,7 @@ checked with onnxruntime on the data's own test inputs.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,13 @@ from sigmoidf1.exporting import (
 )
 from sigmoidf1.module import MultilabelClassifier
 from sigmoidf1.utils.errors import UserError
-from tests.conftest import QUIET, once_per_session, run_cli, train_text_model
-from tests.data_fixtures import text_rows, write_text_file
+from tests.conftest import QUIET, REPO_ROOT, once_per_session, run_cli, train_text_model
+from tests.data_fixtures import (
+    image_rows,
+    text_rows,
+    tiny_bert_fixture,  # noqa: F401  (fixture `tiny_bert`)
+    write_text_file,
+)
 
 TOLERANCE = 1e-5  # largest |probability difference| accepted (float32 kernels differ in order)
 NUM_LABELS = 5
@@ -252,3 +258,161 @@ def test_export_refuses_an_unknown_format_and_a_missing_checkpoint(workdir, cli)
     missing = workdir / "nope.ckpt"
     result = cli("export", f"ckpt_path={missing}")
     assert result.returncode == 1 and f"ckpt_path not found: {missing}" in result.stderr
+
+
+# --- frozen encoders: the encoder is exported with the head -------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "exported_program"])
+def test_frozen_encoder_run_exports_encoder_and_head(fmt, tiny_bert, tmp_path_factory, workdir):
+    """A csv_text run on a frozen (tiny) BERT's features: the exported model takes token ids, not
+    the head's features, and reproduces sigmoidf1-predict, which encodes new texts then applies
+    the head."""
+    needs_runtime(fmt)
+    checkpoint = frozen_encoder_checkpoint(tmp_path_factory, tiny_bert)
+    output = workdir / f"model{FORMATS[fmt]}"
+    result = export_cli(workdir, checkpoint, f"format={fmt}", f"output={output}")
+    assert "the frozen encoder included" in result.stdout + result.stderr
+    metadata = json.loads(metadata_path(output).read_text())
+    assert [i["name"] for i in metadata["inputs"]] == ["input_ids", "attention_mask"]
+    # the shorter of data.max_length (256, the tokenizer's cut) and the BERT's 128 positions
+    assert metadata["inputs"][0]["max_tokens"] == 128
+    assert metadata["frozen_encoder"]["target"].endswith(".TransformerBackbone")
+    assert metadata["preprocessing"]["text_encoder"]["kind"] == "pretrained"
+
+    new_texts = write_text_file(workdir / "new.jsonl", text_rows(23, seed=5))
+    model, datamodule = load_trained(checkpoint)
+    dataset = datamodule.predict_dataset(str(new_texts))
+    # what sigmoidf1-predict computes: the texts encoded by the frozen encoder, then the head
+    expected = [reference(model, features) for features in datamodule.predict_loader(dataset, 5)]
+    raw = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=datamodule.collate_fn)
+    run = load_exported(output, fmt)
+    largest = 0.0
+    for batch, (expected_probabilities, expected_decisions) in zip(raw, expected, strict=True):
+        probabilities, decisions = run(batch["input_ids"], batch["attention_mask"])
+        largest = max(largest, float(np.abs(probabilities - expected_probabilities).max()))
+        assert np.array_equal(decisions, expected_decisions)
+    print(f"frozen tiny BERT + head ({fmt}): max abs difference {largest:.3g}")
+    assert largest <= TOLERANCE
+
+
+def frozen_encoder_checkpoint(tmp_path_factory, bert: Path) -> Path:
+    def build(root: Path) -> None:
+        data = write_text_file(root / "texts.jsonl", text_rows(48))
+        run_cli(
+            "train",
+            *QUIET,
+            "data=csv_text",
+            f"data.path={data}",
+            "data.batch_size=8",
+            "trainer.max_epochs=1",
+            "encoder=frozen",
+            f"data.tokenizer={bert}",
+            "+data.frozen_encoder.encoder={_target_: sigmoidf1.backbones.TransformerBackbone,"
+            f" _partial_: true, model_name_or_path: '{bert}', pooling: mean, freeze: true}}",
+            f"hydra.run.dir={root / 'run'}",
+            cwd=root,
+        )
+
+    root = once_per_session(tmp_path_factory, "export_frozen_encoder", build)
+    return root / "run" / "checkpoints" / "last.ckpt"
+
+
+# --- a backbone torch.export cannot trace: one line, what to change ----------------------------
+# the CLI processes import tests.helpers.UnexportableBackbone
+HELPERS_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])}
+
+
+def unexportable_checkpoint(root: Path, fault: str) -> Path:
+    run_cli(
+        "train",
+        *QUIET,
+        "model.backbone._target_=tests.helpers.UnexportableBackbone",
+        f"+model.backbone.fault={fault}",
+        "~model.backbone.hidden_sizes",
+        "~model.backbone.dropout",
+        "~model.backbone.layer_norm",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.run.dir={root / fault}",
+        cwd=root,
+        env=HELPERS_ENV,
+    )
+    return root / fault / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_unexportable_backbone_gets_one_line_and_what_to_change(workdir):
+    branch = unexportable_checkpoint(workdir, "branch")
+    size = unexportable_checkpoint(workdir, "size")
+    cases = [
+        (branch, "exported_program", "its forward takes a Python decision on a tensor's value"),
+        (size, "exported_program", "its forward fixes a size that varies (batch) to a constant"),
+        (size, "torchscript", "fails on inputs other than the traced ones"),
+    ]
+    for checkpoint, fmt, reason in cases:
+        overrides = (f"ckpt_path={checkpoint}", f"format={fmt}")
+        result = run_cli("export", *overrides, cwd=workdir, check=False, env=HELPERS_ENV)
+        errors = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 1, result.stderr
+        assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+        assert "UnexportableBackbone" in errors[0] and reason in errors[0], errors[0]
+        assert "Traceback" not in result.stdout + result.stderr
+        assert not checkpoint.with_suffix(FORMATS[fmt]).exists()  # nothing half-written
+    assert "helpers.py" in errors[0] or "format=exported_program" in errors[0]
+
+
+def train_frozen_image_run(root: Path, data: Path, encoder: str) -> Path:
+    run_cli(
+        "train",
+        *QUIET,
+        "data=csv_image",
+        f"data.path={data}",
+        "data.image_size=16",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "encoder=frozen",
+        f"+data.frozen_encoder.encoder={{{encoder}, _partial_: true}}",
+        f"hydra.run.dir={root}",
+        cwd=root.parent,
+        env=HELPERS_ENV,
+    )
+    return root / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_frozen_image_encoder_run_exports_images_in(workdir):
+    """csv_image on a frozen image encoder's features: the exported model takes images at the
+    training size and gives what sigmoidf1-predict gives for the same image files. An encoder
+    that is not the one of training (random weights, drawn anew at each build) is refused."""
+    needs_runtime("onnx")
+    data = write_text_file(workdir / "images.csv", image_rows(workdir, 30))
+    checkpoint = train_frozen_image_run(
+        workdir / "seeded", data, "_target_: tests.helpers.SeededEncoder"
+    )
+    export_cli(workdir, checkpoint, "format=onnx")
+    output = checkpoint.with_suffix(".onnx")
+    metadata = json.loads(metadata_path(output).read_text())
+    assert metadata["inputs"] == [
+        {"name": "images", "dtype": "float32", "shape": ["batch", 3, 16, 16]}
+    ]
+    assert metadata["frozen_encoder"]["target"] == "tests.helpers.SeededEncoder"
+
+    model, datamodule = load_trained(checkpoint)
+    dataset = datamodule.predict_dataset(str(data))  # the image files, preprocessed
+    expected = [reference(model, features) for features in datamodule.predict_loader(dataset, 7)]
+    run = load_exported(output, "onnx")
+    images = torch.utils.data.DataLoader(dataset, batch_size=7)
+    for batch, (expected_probabilities, expected_decisions) in zip(images, expected, strict=True):
+        probabilities, decisions = run(batch)
+        assert float(np.abs(probabilities - expected_probabilities).max()) <= TOLERANCE
+        assert np.array_equal(decisions, expected_decisions)
+
+    random = train_frozen_image_run(
+        workdir / "random", data, "_target_: sigmoidf1.backbones.CNN, channels: [8, 16]"
+    )
+    overrides = (f"ckpt_path={random}", "format=onnx")
+    result = run_cli("export", *overrides, cwd=workdir, check=False, env=HELPERS_ENV)
+    assert result.returncode == 1
+    assert "is not the one the model was trained on" in result.stderr
+    assert not random.with_suffix(".onnx").exists()

@@ -340,7 +340,7 @@ def test_real_minilm_features_place_paraphrases_together(tmp_path, caplog):
     assert datamodule.backbone_inputs == {"in_features": 384}
     cache_events(caplog)
     encoded = datamodule.frozen_encoder.encode_inputs(
-        write_and_read(datamodule, tmp_path, texts), {}
+        write_and_read(datamodule, tmp_path, texts), {}, datamodule.collate_fn
     ).features
     similarity = torch.nn.functional.cosine_similarity(encoded[:, None], encoded[None], dim=-1)
     assert similarity[0, 1] > similarity[0, 2] + 0.3

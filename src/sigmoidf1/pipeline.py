@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from sigmoidf1.baseline import BASELINE_KEY, frequent_labels_baseline
 from sigmoidf1.checkpoints import (
     HPARAMS_KEY,
     classifier_from,
@@ -32,6 +33,7 @@ from sigmoidf1.checkpoints import (
     read_checkpoint,
     trained_config,
 )
+from sigmoidf1.loss_check import check_loss_covers_labels
 from sigmoidf1.lr_find import find_learning_rate
 from sigmoidf1.metrics import label_counts
 from sigmoidf1.module import MultilabelClassifier
@@ -65,9 +67,12 @@ def setup_datamodule(data_cfg: DictConfig) -> L.LightningDataModule:
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> MultilabelClassifier:
     """``cfg.model`` sized from ``datamodule``, with ``cfg.loss``; the run config is stored with it
-    (secrets masked) for checkpoints and the loggers' hyperparameters."""
+    (secrets masked) for checkpoints and the loggers' hyperparameters. Refuses a loss that cannot
+    learn the data's label space (``sigmoidf1.loss_check``)."""
+    # for psp@k, the frequent-labels baseline and the loss check
+    train_label_counts, train_size = label_counts(datamodule.train_set)
+    check_loss_covers_labels(cfg.loss, train_label_counts, train_size, datamodule.batch_size)
     log.info(f"Instantiating model <{cfg.model._target_}> with loss '{cfg.loss.get('name')}'")
-    train_label_counts, train_size = label_counts(datamodule.train_set)  # for psp@k
     # partial first: arguments given to `instantiate` become OmegaConf nodes, which takes
     # seconds for the 17k label names of data=wordnet
     make_model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False)
@@ -120,6 +125,30 @@ def keep_csv_metrics(loggers: list[Any], up_to_step: int) -> None:
         log.info(f"Continuing {path} ({len(kept)} rows up to step {up_to_step} kept)")
 
 
+def add_baseline(
+    model: MultilabelClassifier, datamodule: L.LightningDataModule, metrics: dict[str, float]
+) -> None:
+    """Add the frequent-labels baseline's test micro-F1 (``sigmoidf1.baseline``) to ``metrics`` and
+    log it beside the model's; warn when the model does not beat it."""
+    baseline = frequent_labels_baseline(model, datamodule.test_set)
+    if baseline is None:
+        return
+    metrics[BASELINE_KEY] = baseline.f1_micro
+    names = ", ".join(baseline.names[:4]) + (", ..." if len(baseline.names) > 4 else "")
+    model_f1 = metrics.get("test/f1_micro")
+    log.info(
+        f"Frequent-labels baseline (the {len(baseline.names)} most frequent training labels for "
+        f"every example: {names}): test micro-F1 {baseline.f1_micro:.4f}"
+        + (f"; the model: {model_f1:.4f}" if model_f1 is not None else "")
+    )
+    if model_f1 is not None and model_f1 <= baseline.f1_micro:
+        log.warning(
+            "the model does not beat predicting the most frequent labels (test micro-F1): it has "
+            "not learned from its inputs. Train longer (trainer.max_epochs), or see docs/data.md "
+            "for the loss and batch size of large label spaces"
+        )
+
+
 def set_matmul_precision(precision: str | None) -> None:
     """On CUDA, let float32 matrix products use TF32 (``"high"``) or bf16 (``"medium"``) tensor
     cores; CPU runs keep full float32 (their results, and exact resumes, stay unchanged)."""
@@ -158,9 +187,25 @@ def discard_run_dir_if_refused(output_dir: Path) -> Iterator[None]:
         raise
 
 
+def is_fsdp(strategy: Any) -> bool:
+    """Whether a trainer.strategy config (a name or a ``_target_`` mapping) is FSDP."""
+    if isinstance(strategy, str):
+        return strategy.startswith("fsdp")
+    return strategy is not None and "FSDPStrategy" in str(strategy.get("_target_", ""))
+
+
 def check_strategy(cfg: DictConfig) -> None:
-    """Refuse, before anything runs, a combination known to fail after a whole fit."""
+    """Refuse, before anything runs (data included), a combination known to fail: FSDP without a
+    GPU, and one that would fail after a whole fit."""
     strategy = cfg.trainer.get("strategy")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if is_fsdp(strategy) and (accelerator == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(
+            f"trainer=fsdp needs CUDA GPUs: Lightning 2.6 refuses FSDP on a CPU accelerator, and "
+            f"this run has accelerator={accelerator}"
+            + ("" if torch.cuda.is_available() else " on a machine without a CUDA GPU")
+            + ". On CPUs, distribute with trainer=ddp_cpu"
+        )
     loggers = [
         str(entry.get("_target_", "")) for entry in (cfg.get("logger") or {}).values() if entry
     ]
@@ -279,6 +324,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         # "test": also `test_untuned/*` (the fixed-threshold metrics that ThresholdTuning adds)
         test_metrics = scalar_metrics(trainer.callback_metrics, "test")
+        add_baseline(model, datamodule, test_metrics)
         write_json(test_metrics, output_dir / TEST_METRICS_FILE)
         print_metrics_table(test_metrics, title="Test metrics")
         metrics |= test_metrics
@@ -326,6 +372,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer.callback_metrics, "test/")
+    add_baseline(model, datamodule, metrics)
     output_dir = Path(cfg.paths.output_dir)
     write_json(metrics, output_dir / TEST_METRICS_FILE)
     print_metrics_table(metrics, title=f"Test metrics of {cfg.ckpt_path}")

@@ -27,7 +27,10 @@ class TransformerBackbone(nn.Module):
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         from transformers import AutoModel  # optional dependency (the `text` extra)
+        from transformers.utils import logging as transformers_logging
 
+        # a "Loading weights" bar per model load: noise around the run's own progress bar
+        transformers_logging.disable_progress_bar()
         try:
             self.encoder = AutoModel.from_pretrained(resolve_pretrained(model_name_or_path))
         except (OSError, ValueError) as error:
@@ -42,6 +45,8 @@ class TransformerBackbone(nn.Module):
         # fine-tuning must start in train mode (dropout on), a frozen encoder stays in eval mode
         self.encoder.train(not freeze)
         self.out_features = int(self.encoder.config.hidden_size)
+        # the longest input its position embeddings cover (None: unbounded); export bounds by it
+        self.max_tokens = getattr(self.encoder.config, "max_position_embeddings", None)
 
     def train(self, mode: bool = True) -> TransformerBackbone:
         super().train(mode)

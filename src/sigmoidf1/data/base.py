@@ -143,8 +143,13 @@ class MultilabelDataModule(L.LightningDataModule):
 
     # --- preprocessing state (checkpoints) and prediction ---------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Preprocessing learned from the training data, as plain data. Subclasses extend it."""
-        return {"label_names": list(self.label_names)}
+        """Preprocessing learned from the training data, as plain data. Subclasses extend it.
+        With a frozen encoder: the digest of the encoder the features came from."""
+        state: dict[str, Any] = {"label_names": list(self.label_names)}
+        digest = getattr(self.frozen_encoder, "_encoder_digest", "")
+        if digest:
+            state["frozen_encoder_digest"] = digest
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``; the label names must agree with data already loaded."""
@@ -157,6 +162,22 @@ class MultilabelDataModule(L.LightningDataModule):
             )
         if names:
             self.label_names = names
+        self._trained_encoder_digest = state.get("frozen_encoder_digest")
+
+    def frozen_encoder_network(self) -> torch.nn.Module:
+        """The frozen encoder for new inputs (prediction, export), refused when it is not the
+        encoder the model's features came from (its weights differ: a randomly initialised
+        encoder, or another weights file), which would make every prediction meaningless."""
+        encoder = self.frozen_encoder.build(self.backbone_inputs)
+        trained = getattr(self, "_trained_encoder_digest", None)
+        if trained and self.frozen_encoder._encoder_digest != trained:
+            raise DataError(
+                f"the frozen encoder built here ({type(encoder).__name__}) is not the one the "
+                "model was trained on: its configuration or weights differ (a randomly "
+                "initialised encoder is drawn anew each time it is built: give it weights, e.g. "
+                "a weights file)"
+            )
+        return encoder
 
     def predict_dataset(self, path: str) -> Dataset:
         """A dataset of model inputs (the training ``inputs`` format, no targets) read from
@@ -171,6 +192,7 @@ class MultilabelDataModule(L.LightningDataModule):
         (override when the collate function of the training loaders expects targets). With a
         ``frozen_encoder`` the inputs are encoded first (not cached)."""
         if self.frozen_encoder is not None:
+            self.frozen_encoder_network()  # built once, checked against the trained one
             dataset = self.frozen_encoder.encode_inputs(
                 dataset, self.backbone_inputs, self.collate_fn
             )

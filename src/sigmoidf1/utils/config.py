@@ -30,17 +30,30 @@ _HARMLESS_WARNINGS = (
     # has already filled (.hydra/, the log): nothing is deleted, whatever the warning says
     r".*Experiment logs directory.*exists and is not empty.*",
     r".*isinstance\(treespec, LeafSpec\).*is deprecated.*",
-    # on any machine with SLURM's tools installed, every run outside a job (a laptop-style run, a
-    # login node, torchrun) is told to use srun: runs inside SLURM jobs do use it
+    # Lightning's hint on every machine where SLURM is installed; SLURM jobs of this template are
+    # started with srun (README, "Scaling out"), other runs are meant to run without it
     r".*The `srun` command is available on your system but is not used.*",
+    # average precision of a label without a positive in the evaluated split (rare labels of
+    # data=reuters): torchmetrics scores it, as documented, and says so at every epoch
+    r".*No positive samples found in target, recall is undefined.*",
+)
+
+# Lightning's info lines that tell a run's reader nothing: an advertisement for a cloud service
+# (2.6, at every fit), the absence of TPUs, and the checkpoint path that the pipeline's own
+# "Testing <path>" line already names (Lightning adds two lines with it).
+_NOISE_PREFIXES = (
+    "💡 Tip:",
+    "TPU available: False",
+    "Restoring states from the checkpoint path at",
+    "Loaded model weights from the checkpoint at",
 )
 
 
-class _DropPromotion(logging.Filter):
-    """Lightning 2.6 logs an advertisement for a cloud service at the start of every fit."""
+class _DropNoise(logging.Filter):
+    """Drops the records of Lightning's rank-zero logger that start with ``_NOISE_PREFIXES``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
+        return not str(record.msg).startswith(_NOISE_PREFIXES)
 
 
 def route_lightning_logs_through_root() -> None:
@@ -54,9 +67,22 @@ def route_lightning_logs_through_root() -> None:
             ):
                 logger.removeHandler(handler)
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropPromotion) for f in rank_zero_logger.filters):
-        rank_zero_logger.addFilter(_DropPromotion())
+    if not any(isinstance(f, _DropNoise) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_DropNoise())
         logger.propagate = True
+
+
+def quiet_console_on_other_ranks() -> None:
+    """On the processes of rank > 0 (DDP), the console shows warnings and errors only: rank 0
+    reports the run, and every other rank would repeat Lightning's per-process lines
+    ("Initializing distributed: GLOBAL_RANK: 1 ..."). Log files keep every line."""
+    if rank_zero_only.rank == 0:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(max(handler.level, logging.WARNING))
 
 
 _NEVER_WRAP = 10_000  # columns: wide enough for any config value
@@ -69,6 +95,7 @@ def apply_extras(cfg: DictConfig) -> None:
     ``protect_secrets``).
     """
     route_lightning_logs_through_root()
+    quiet_console_on_other_ranks()
     protect_secrets(cfg)
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):

@@ -22,18 +22,28 @@ from torch import nn
 
 import sigmoidf1.losses as losses_pkg
 from sigmoidf1.losses import (
+    AsymmetricLoss,
+    BCELoss,
+    FocalLoss,
     SigmoidF1Loss,
     SigmoidFBetaLoss,
     SigmoidMetricLoss,
     SigmoidPrecisionLoss,
     SigmoidRecallLoss,
+    TwoWayLoss,
     UnboundedF1Loss,
+    ZLPRLoss,
+    asymmetric_loss,
     available_losses,
+    bce_loss,
+    focal_loss,
     get_loss,
     register_loss,
     registry,
     sigmoid_f1_loss,
     sigmoid_metric_loss,
+    two_way_loss,
+    zlpr_loss,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -212,6 +222,22 @@ def test_presets_spell_out_every_option_they_do_not_fix_with_the_same_defaults(p
     general = defaults(sigmoid_metric_loss)
     expected = {key: value for key, value in general.items() if key not in PRESETS[preset]}
     assert defaults(preset) == expected
+
+
+MODULE_FORMS = {
+    BCELoss: bce_loss,
+    FocalLoss: focal_loss,
+    AsymmetricLoss: asymmetric_loss,
+    ZLPRLoss: zlpr_loss,
+    TwoWayLoss: two_way_loss,
+    SigmoidMetricLoss: sigmoid_metric_loss,
+}
+
+
+@pytest.mark.parametrize("module", MODULE_FORMS, ids=lambda module: module.__name__)
+def test_each_module_takes_the_options_of_its_function_with_the_same_defaults(module):
+    """The module forms spell their options out; they must not drift from their functions'."""
+    assert defaults(module) == defaults(MODULE_FORMS[module])
 
 
 def test_presets_are_the_general_loss_with_arguments_fixed():

@@ -487,7 +487,12 @@ def test_a_checkpoint_of_a_trusted_package_loads_predicts_and_resumes(workdir, c
     (packages / "mylab_user" / "losses.py").write_text(USER_LOSS)
     monkeypatch.syspath_prepend(str(packages))
     env = {"PYTHONPATH": os.pathsep.join([str(packages), os.environ.get("PYTHONPATH", "")])}
-    loss = ["~loss", "+loss={_target_: mylab_user.losses.WeightedBCE, pos_weight: 2.0}"]
+    # the user's own loss config, in a config folder of their own on Hydra's search path
+    (workdir / "conf" / "loss").mkdir(parents=True)
+    (workdir / "conf" / "loss" / "weighted_bce.yaml").write_text(
+        "_target_: mylab_user.losses.WeightedBCE\npos_weight: 2.0\n"
+    )
+    loss = [f"hydra.searchpath=[file://{workdir / 'conf'}]", "loss=weighted_bce"]
     run_dir = workdir / "run"
     run_cli(
         "train", *QUIET, *loss, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}",

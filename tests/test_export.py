@@ -320,6 +320,8 @@ def frozen_encoder_checkpoint(tmp_path_factory, bert: Path) -> Path:
 # --- a backbone torch.export cannot trace: one line, what to change ----------------------------
 # the CLI processes import tests.helpers.UnexportableBackbone
 HELPERS_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])}
+# the tests' own backbones and encoders are a package the user trusts, as a cloner's would be
+TRUST_HELPERS = "trusted_targets=[tests.helpers]"
 
 
 def unexportable_checkpoint(root: Path, fault: str) -> Path:
@@ -350,7 +352,7 @@ def test_unexportable_backbone_gets_one_line_and_what_to_change(workdir):
         (size, "torchscript", "fails on inputs other than the traced ones"),
     ]
     for checkpoint, fmt, reason in cases:
-        overrides = (f"ckpt_path={checkpoint}", f"format={fmt}")
+        overrides = (f"ckpt_path={checkpoint}", f"format={fmt}", TRUST_HELPERS)
         result = run_cli("export", *overrides, cwd=workdir, check=False, env=HELPERS_ENV)
         errors = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 1, result.stderr
@@ -390,7 +392,8 @@ def test_frozen_image_encoder_run_exports_images_in(workdir):
     checkpoint = train_frozen_image_run(
         workdir / "seeded", data, "_target_: tests.helpers.SeededEncoder"
     )
-    export_cli(workdir, checkpoint, "format=onnx")
+    run_cli("export", f"ckpt_path={checkpoint}", "format=onnx", TRUST_HELPERS, cwd=workdir,
+            env=HELPERS_ENV)  # fmt: skip
     output = checkpoint.with_suffix(".onnx")
     metadata = json.loads(metadata_path(output).read_text())
     assert metadata["inputs"] == [
@@ -398,7 +401,7 @@ def test_frozen_image_encoder_run_exports_images_in(workdir):
     ]
     assert metadata["frozen_encoder"]["target"] == "tests.helpers.SeededEncoder"
 
-    model, datamodule = load_trained(checkpoint)
+    model, datamodule = load_trained(checkpoint, trusted_targets=["tests.helpers"])
     dataset = datamodule.predict_dataset(str(data))  # the image files, preprocessed
     expected = [reference(model, features) for features in datamodule.predict_loader(dataset, 7)]
     run = load_exported(output, "onnx")
@@ -411,7 +414,7 @@ def test_frozen_image_encoder_run_exports_images_in(workdir):
     random = train_frozen_image_run(
         workdir / "random", data, "_target_: sigmoidf1.backbones.CNN, channels: [8, 16]"
     )
-    overrides = (f"ckpt_path={random}", "format=onnx")
+    overrides = (f"ckpt_path={random}", "format=onnx", TRUST_HELPERS)
     result = run_cli("export", *overrides, cwd=workdir, check=False, env=HELPERS_ENV)
     assert result.returncode == 1
     assert "is not the one the model was trained on" in result.stderr

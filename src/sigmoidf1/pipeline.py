@@ -126,14 +126,21 @@ def keep_csv_metrics(loggers: list[Any], up_to_step: int) -> None:
 
 
 def add_baseline(
-    model: MultilabelClassifier, datamodule: L.LightningDataModule, metrics: dict[str, float]
+    model: MultilabelClassifier,
+    datamodule: L.LightningDataModule,
+    metrics: dict[str, float],
+    trainer: L.Trainer,
 ) -> None:
-    """Add the frequent-labels baseline's test micro-F1 (``sigmoidf1.baseline``) to ``metrics`` and
-    log it beside the model's; warn when the model does not beat it."""
+    """Add the frequent-labels baseline's test micro-F1 (``sigmoidf1.baseline``) to ``metrics``,
+    the trainer's loggers (W&B, CSV ...) and the log beside the model's; warn when the model does
+    not beat it."""
     baseline = frequent_labels_baseline(model, datamodule.test_set)
     if baseline is None:
         return
     metrics[BASELINE_KEY] = baseline.f1_micro
+    for logger in trainer.loggers:  # rank zero only, as every logger
+        logger.log_metrics({BASELINE_KEY: baseline.f1_micro}, step=trainer.global_step)
+        logger.save()  # the test stage has ended: nothing else flushes it
     names = ", ".join(baseline.names[:4]) + (", ..." if len(baseline.names) > 4 else "")
     model_f1 = metrics.get("test/f1_micro")
     log.info(
@@ -324,7 +331,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         # "test": also `test_untuned/*` (the fixed-threshold metrics that ThresholdTuning adds)
         test_metrics = scalar_metrics(trainer.callback_metrics, "test")
-        add_baseline(model, datamodule, test_metrics)
+        add_baseline(model, datamodule, test_metrics, trainer)
         write_json(test_metrics, output_dir / TEST_METRICS_FILE)
         print_metrics_table(test_metrics, title="Test metrics")
         metrics |= test_metrics
@@ -372,7 +379,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer.callback_metrics, "test/")
-    add_baseline(model, datamodule, metrics)
+    add_baseline(model, datamodule, metrics, trainer)
     output_dir = Path(cfg.paths.output_dir)
     write_json(metrics, output_dir / TEST_METRICS_FILE)
     print_metrics_table(metrics, title=f"Test metrics of {cfg.ckpt_path}")

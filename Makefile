@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= template,dev,wandb,text,loggers,sweeps,cluster,export,serve
 # Extra Hydra overrides for `make train`, e.g. `make train ARGS="loss=bce trainer.max_epochs=5"`.
 ARGS ?=
-# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"`.
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k ddp"`.
 PYTEST_ARGS ?=
 
 # The core alone (losses, metrics, threshold search) in an environment of its own: torch,
@@ -33,8 +33,9 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
+# the tests marked slow left out (real training processes, documentation pages): the edit-test loop
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 test-core:
 	test -x $(CORE_VENV)/bin/python || $(PYTHON) -m venv $(CORE_VENV)

@@ -34,7 +34,8 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 write_conf() {
   local cpus memory host
-  cpus=$(nproc)
+  # the CPUs this host has (nproc would count OMP_NUM_THREADS instead when it is set)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   memory=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
   host=$(hostname)
   cat >"$CONF" <<EOF

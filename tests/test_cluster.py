@@ -137,6 +137,18 @@ def assert_same_test_metrics(run_dir: Path, reference: Path) -> None:
     assert set(metrics) == set(expected) >= DESIGN_TEST_METRICS
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-6), name
+    difference = max(abs(metrics[name] - value) for name, value in expected.items())
+    print(  # the evidence, with -s
+        f"{run_dir}: test/f1_micro {metrics['test/f1_micro']:.6f} (reference"
+        f" {expected['test/f1_micro']:.6f}), largest difference over {len(expected)} test"
+        f" metrics {difference:.1e}"
+    )
+
+
+def describe(job: str, record: dict[str, str]) -> str:
+    """One line on a finished job from its ``scontrol`` record (printed with -s)."""
+    fields = ("JobState", "Restarts", "NumNodes", "NumTasks", "RunTime", "NodeList")
+    return f"SLURM job {job}: " + ", ".join(f"{key}={record.get(key)}" for key in fields)
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +182,7 @@ def test_the_cluster_script_is_idempotent_and_stops_everything(slurm_conf):
     ).stdout.split("\n")
     assert sorted(line.split()[0] for line in nodes if line) == ["n1", "n2"]
     assert cluster("status").returncode == 0
+    print(again.stdout + "\n".join(nodes))
 
     run_dir = Path(slurm_conf).parent / "run"
     pids = [int(p.read_text()) for p in run_dir.glob("*.pid")]
@@ -192,6 +205,7 @@ def test_the_cpu_batch_script_trains_on_two_nodes_like_ddp_cpu_on_one(
     env = job_env(workdir, slurm_conf)
     job = sbatch(workdir, env, *SIZE)
     record = wait_for_job(job, env)
+    print(describe(job, record))
     log = job_log(workdir, job)
     assert record["JobState"] == "COMPLETED", log[-4000:]
     assert record["NumNodes"] == "2" and record["NumTasks"] == "2"
@@ -234,6 +248,7 @@ def test_a_preempted_job_saves_is_requeued_and_resumes_into_the_same_run(
         time.sleep(0.5)
     subprocess.run(["scancel", "--signal=USR1", job], env=env, check=True)
     record = wait_for_job(job, env)
+    print(describe(job, record))
     log = job_log(workdir, job)
     assert record["JobState"] == "COMPLETED", log[-4000:]
     assert record["Restarts"] == "1", log[-4000:]
@@ -330,6 +345,7 @@ def test_a_submitit_sweep_runs_each_job_on_two_nodes_and_survives_preemption(
     assert len(submitted) == 2
     for array_task in submitted:
         record = wait_for_job(array_task, env)  # the results come before the job has ended
+        print(describe(array_task, record))
         assert record["JobState"] == "COMPLETED" and record["Restarts"] == "1"
         assert record["NumNodes"] == "2" and record["NumTasks"] == "2"
         for rank in (0, 1):  # one result per task: both processes ran the job

@@ -21,6 +21,7 @@ def test_log_log_slope_recovers_the_exponent():
     assert scaling.log_log_slope([100, 1000], [1.0, 2.0]) is None  # one point from 1k up
 
 
+@pytest.mark.slow  # a fresh process per size and round
 def test_a_tiny_run_writes_the_results_and_states_do_not_grow(tmp_path):
     out, png = tmp_path / "s.json", tmp_path / "s.png"
     arguments = ["--sizes", "30", "1200", "--batch", "16", "--steps", "2", "--rounds", "2"]

@@ -324,6 +324,7 @@ def test_a_sweep_killed_during_a_trial_resumes_with_the_same_command(workdir):
     process.wait()
     before = load_study(sweep / "optuna.journal")
     assert states(before) == ["COMPLETE", "RUNNING"]
+    print(f"killed during trial 1: {states(before)}")  # the evidence, with -s
 
     output = finish(
         start_sweep(workdir, "hydra.sweeper.n_trials=3", log="second.log"), workdir, "second.log"
@@ -338,6 +339,7 @@ def test_a_sweep_killed_during_a_trial_resumes_with_the_same_command(workdir):
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(max(t.value for t in trials if t.value))
     assert results["trials"] == {"complete": 3, "fail": 1}
+    print(f"resumed: {states(study)}, best value {results['best_value']:.4f}")
     for filename in FILES.values():
         assert (sweep / filename).stat().st_size > 0
 
@@ -366,3 +368,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(workdir):
     }  # trial k in <sweep>/k, run once
     pids = {t.system_attrs[WORKER_ATTR]["pid"] for t in complete}
     assert pids == {first.pid, second.pid}  # both workers ran trials
+    print(
+        f"two workers: {states(study)}; trials per worker"
+        f" {sorted(sum(t.system_attrs[WORKER_ATTR]['pid'] == p for t in complete) for p in pids)}"
+    )

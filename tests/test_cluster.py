@@ -164,6 +164,15 @@ def reference(tmp_path_factory) -> Path:
     )
 
 
+def test_the_cluster_tests_keep_to_one_worker(request):
+    """Under ``--dist loadgroup`` (``make test``) every test here carries its group in its id, which
+    sends them all to one worker: two of them on the one local cluster at once would wait on each
+    other's jobs. (pytest 9.2 with pytest-xdist 3.8 drops the group without a word.)"""
+    if not getattr(request.config.option, "loadgroup", False):  # set in pytest-xdist's workers
+        pytest.skip("runs under pytest-xdist's --dist loadgroup, as make test does")
+    assert request.node.nodeid.endswith("@slurm"), request.node.nodeid
+
+
 # --- the documentation ---------------------------------------------------------------------
 @pytest.mark.parametrize("script", ["sbatch_cpu.sh", "sbatch_gpu.sh"])
 def test_the_docs_show_the_batch_scripts_verbatim(script):

@@ -117,7 +117,6 @@ def test_resume_refuses_a_changed_seed_and_names_the_keys(workdir):
         "trainer.max_epochs=1",
         "callbacks.per_label_report=null",
         "test=false",
-        *QUIET,
         cwd=workdir,
     )
     last = run_dir_from_output(first) / "checkpoints" / "last.ckpt"
@@ -126,7 +125,6 @@ def test_resume_refuses_a_changed_seed_and_names_the_keys(workdir):
         "trainer.max_epochs=2",
         "seed=1",
         f"ckpt_path={last}",
-        *QUIET,
         cwd=workdir,
         check=False,
     )

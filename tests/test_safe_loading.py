@@ -121,7 +121,6 @@ def test_no_secret_reaches_the_run_directory(workdir):
     run_dir = workdir / "run"
     result = run_cli(
         "train",
-        *QUIET[1:],
         "trainer.max_epochs=1",
         f"hydra.run.dir={run_dir}",
         "+notes.api_key=${oc.env:WANDB_API_KEY}",  # a secret-named key

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.forked import needs_a_fresh_interpreter, run_forked
+
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
@@ -95,12 +97,16 @@ def run_cli(
     check: bool = True,
     env: dict | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m sigmoidf1.<module> overrides...`` with outputs under ``cwd``."""
+    """Run ``python -m sigmoidf1.<module> overrides...`` with outputs under ``cwd``: in a forked
+    copy of this process, or a new interpreter where that matters (``tests/forked.py``)."""
     command = [sys.executable, "-m", f"sigmoidf1.{module}", *overrides]
     full_env = {**os.environ, "SIGMOIDF1_ROOT": str(cwd), "PYTHONWARNINGS": "ignore", **(env or {})}
-    result = subprocess.run(
-        command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    if needs_a_fresh_interpreter(overrides, env):
+        result = subprocess.run(
+            command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+    else:
+        result = run_forked(module, overrides, cwd, full_env, timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"

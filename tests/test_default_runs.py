@@ -19,7 +19,13 @@ import pytest
 
 from sigmoidf1.baseline import BASELINE_KEY
 from sigmoidf1.data.download import file_integrity
-from tests.conftest import DESIGN_TEST_METRICS, read_json, run_cli, run_dir_from_output
+from tests.conftest import (
+    DESIGN_TEST_METRICS,
+    once_per_session,
+    read_json,
+    run_cli,
+    run_dir_from_output,
+)
 from tests.data_fixtures import (
     image_rows,
     text_rows,
@@ -101,10 +107,20 @@ def test_every_data_config_has_a_default_run_here():
     assert configs == {"yeast", *FIXTURES}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def yeast_default(tmp_path_factory) -> subprocess.CompletedProcess:
-    """``sigmoidf1-train`` exactly as documented, from an empty folder, warnings on."""
-    return run_cli("train", cwd=tmp_path_factory.mktemp("yeast"), env=USER_ENV)
+    """``sigmoidf1-train`` exactly as documented, from an empty folder, warnings on: run once for
+    the test session, whichever worker asks first."""
+
+    def build(root: Path) -> None:
+        result = run_cli("train", cwd=root, env=USER_ENV)
+        (root / "stdout.txt").write_text(result.stdout)
+        (root / "stderr.txt").write_text(result.stderr)
+
+    root = once_per_session(tmp_path_factory, "yeast_default", build)
+    return subprocess.CompletedProcess(
+        ["sigmoidf1-train"], 0, (root / "stdout.txt").read_text(), (root / "stderr.txt").read_text()
+    )
 
 
 def test_yeast_default_run_learns(yeast_default):

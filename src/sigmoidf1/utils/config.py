@@ -58,7 +58,9 @@ class _DropNoise(logging.Filter):
 
 def route_lightning_logs_through_root() -> None:
     """Drop Lightning's own console handlers so its messages appear once, in Hydra's format, and
-    reach the run's log file (Lightning installs handlers that would print every line twice)."""
+    reach the run's log file. Lightning imported before logging was configured (a script or
+    notebook that imported it first) has a handler of its own and does not propagate: both
+    undone here."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -66,10 +68,10 @@ def route_lightning_logs_through_root() -> None:
                 handler, logging.FileHandler
             ):
                 logger.removeHandler(handler)
+        logger.propagate = True
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropNoise) for f in rank_zero_logger.filters):
         rank_zero_logger.addFilter(_DropNoise())
-        logger.propagate = True
 
 
 def quiet_console_on_other_ranks() -> None:

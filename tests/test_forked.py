@@ -38,11 +38,25 @@ def test_a_forked_run_prints_and_exits_like_a_new_process(tmp_path):
     assert refused.returncode != 0 and refused.stderr.strip()
 
 
-def test_commands_that_start_processes_or_set_the_environment_get_a_new_interpreter():
+def test_commands_that_start_processes_or_set_the_environment_get_a_new_interpreter(tmp_path):
     launcher = ["-m", "hydra/launcher=submitit_local"]
     for overrides in (["trainer=ddp_cpu"], launcher, ["logger=wandb"]):
         assert needs_a_fresh_interpreter(tuple(overrides), None), overrides
     assert needs_a_fresh_interpreter((), {"PYTHONWARNINGS": ""})
+    assert not needs_a_fresh_interpreter((), {"PYTHONPATH": str(tmp_path)})  # put first on sys.path
+
+
+def test_a_forked_run_imports_from_the_pythonpath_it_is_given(tmp_path):
+    """A package that only the command's ``PYTHONPATH`` names (a user's own loss class) is found,
+    as in a new interpreter started with that environment."""
+    packages = tmp_path / "packages"
+    (packages / "mylab_fork").mkdir(parents=True)
+    (packages / "mylab_fork" / "__init__.py").write_text(
+        "from sigmoidf1.losses import get_loss as my_loss\n"
+    )
+    overrides = ("trainer.max_epochs=1", "loss=bce", "loss._target_=mylab_fork.my_loss")
+    result = run_cli("train", *overrides, cwd=tmp_path, env={"PYTHONPATH": str(packages)})
+    assert "Run directory:" in result.stdout
     assert not needs_a_fresh_interpreter(("logger=csv", "trainer=cpu", "loss=bce"), None)
 
 

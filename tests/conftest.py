@@ -97,8 +97,8 @@ def run_cli(
     check: bool = True,
     env: dict | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m sigmoidf1.<module> overrides...`` with outputs under ``cwd``: in a forked
-    copy of this process, or a new interpreter where that matters (``tests/forked.py``)."""
+    """Run ``python -m sigmoidf1.<module> overrides...`` with outputs under ``cwd``: in a fork of
+    a warm helper interpreter, or a new interpreter where that matters (``tests/forked.py``)."""
     command = [sys.executable, "-m", f"sigmoidf1.{module}", *overrides]
     full_env = {**os.environ, "SIGMOIDF1_ROOT": str(cwd), "PYTHONWARNINGS": "ignore", **(env or {})}
     if needs_a_fresh_interpreter(overrides, env):

@@ -42,7 +42,7 @@ FRESH = re.compile(
 
 
 # What each entry point imports when it runs (its module keeps them off the ``--help`` path): the
-# test worker imports them once, before its first fork, and every child starts with them
+# helper imports them once, before its first fork of that entry point, and every fork has them
 RUNS_ON = {
     "train": "sigmoidf1.pipeline",
     "eval": "sigmoidf1.pipeline",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.forked import needs_a_fresh_interpreter, run_forked
+from tests.forked import exit_status, needs_a_fresh_interpreter, run_forked
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -168,7 +168,7 @@ def cli(workdir, monkeypatch, capsys):
         try:
             main()
         except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
+            code = exit_status(exit_)
         finally:
             GlobalHydra.instance().clear()
         out, err = capsys.readouterr()

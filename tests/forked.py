@@ -147,6 +147,15 @@ def serve() -> None:
         replies.flush()
 
 
+def exit_status(exit_: SystemExit) -> int:
+    """The exit status Python gives ``raise SystemExit(code)``: 0 for None, an int as it is,
+    anything else printed to stderr and 1."""
+    if exit_.code is None or isinstance(exit_.code, int):
+        return exit_.code or 0
+    print(exit_.code, file=sys.stderr)
+    return 1
+
+
 def _run_child(request: dict) -> None:
     code = 1
     try:
@@ -166,7 +175,7 @@ def _run_child(request: dict) -> None:
             importlib.import_module(f"sigmoidf1.{request['module']}").main()
             code = 0
         except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            code = exit_status(exit_)
         except BaseException:
             import traceback
 

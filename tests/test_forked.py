@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 
 import pytest
 
 from sigmoidf1.utils.config import route_lightning_logs_through_root
 from tests.conftest import run_cli
-from tests.forked import needs_a_fresh_interpreter
+from tests.forked import exit_status, needs_a_fresh_interpreter
 
 
 def normalized(output: str, root: str) -> list[str]:
@@ -69,3 +71,12 @@ def test_lightning_imported_before_logging_is_set_up_still_logs_through_the_root
     monkeypatch.setattr(lightning_logger, "propagate", False)
     route_lightning_logs_through_root()
     assert lightning_logger.handlers == [] and lightning_logger.propagate
+
+
+@pytest.mark.parametrize("code", [None, 0, 3, "a message"])
+def test_exit_status_is_what_python_gives_a_system_exit(code, capsys):
+    python = subprocess.run(
+        [sys.executable, "-c", f"raise SystemExit({code!r})"], capture_output=True, text=True
+    )
+    assert exit_status(SystemExit(code)) == python.returncode
+    assert capsys.readouterr().err == python.stderr
